@@ -1,0 +1,196 @@
+"""Fold every record of the store into one table: ``results.parquet`` (tools) and ``results.csv`` (people).
+
+One row per key (kind, dataset, split, method, variant, scale, seed). When a key was run more than
+once the newest record wins, by its ``created`` stamp and then by file name; the older files stay on
+disk and are counted as superseded. A file that does not parse or validate is reported with its path
+and reason and left out; a good record is never dropped.
+
+Columns, in order:
+
+- the key: ``kind dataset split method variant scale seed``
+- one column per metric under its plain name (``AP``, ``AP .5``, ...; empty where a row lacks it)
+- one column per timed stage, ``time/<stage>``, in seconds
+- ``dataset_kind synthetic tiny comparable_to_paper`` (derived labels), ``labels`` (all labels, JSON)
+- ``commit dirty describe config_hash hardware`` (one-line summary) ``versions`` (JSON)
+- ``created run_id predictions predictions_sha256 records_for_key record`` (file, relative to root)
+  ``schema_version``
+
+A metric may not take a name of these columns or start with ``time/`` (records are validated for it).
+pandas and pyarrow are imported only here, so processes that merely write records stay light.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import HarnessError
+from ..io import atomic_path
+from ..provenance import hardware_summary
+from .record import DERIVED_LABELS, KEY_FIELDS, RESERVED_COLUMNS, TIMING_PREFIX, RunRecord
+from .store import iter_record_paths, read_record, record_path, store_root, temp_files
+
+PARQUET_NAME = "results.parquet"
+CSV_NAME = "results.csv"
+PROVENANCE_COLUMNS = (
+    *DERIVED_LABELS, "labels", "commit", "dirty", "describe", "config_hash", "hardware", "versions",
+    "created", "run_id", "predictions", "predictions_sha256", "records_for_key", "record",
+    "schema_version",
+)
+
+
+@dataclass
+class CollectReport:
+    """What :func:`collect` found. ``bad`` holds ``(path, reason)``; ``superseded`` older record files."""
+
+    root: Path
+    found: int = 0
+    good: int = 0
+    bad: list[tuple[Path, str]] = field(default_factory=list)
+    superseded: list[Path] = field(default_factory=list)
+    rows: int = 0
+    temp_files: list[Path] = field(default_factory=list)
+    parquet: Path | None = None
+    csv: Path | None = None
+
+    def format(self) -> str:
+        lines = [
+            f"results store: {self.root}",
+            f"  record files found: {self.found}",
+            f"  good:               {self.good}",
+            f"  bad (left out):     {len(self.bad)}",
+            f"  superseded:         {len(self.superseded)} (older records of a re-run key; kept on disk)",
+            f"  rows written:       {self.rows} -> {self.parquet}, {self.csv}",
+        ]
+        if self.temp_files:
+            lines.append(f"  temporary files:    {len(self.temp_files)} (from writers that were "
+                         "killed or are still writing; never read as records)")
+        if self.bad:
+            lines.append("")
+            lines.append(f"!!! {len(self.bad)} BAD RECORD FILE(S) LEFT OUT OF THE TABLE "
+                         "- fix or delete them:")
+            for path, reason in self.bad:
+                lines.append(f"!!! {path}")
+                lines.extend(f"      {line}" for line in reason.splitlines())
+        return "\n".join(lines)
+
+    __str__ = format
+
+
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except Exception as exc:  # ImportError, or a binary built for another NumPy
+        raise HarnessError(
+            f"results.parquet needs a working pyarrow, and it does not import here: {exc}. "
+            "With numpy<2 (required by xtcocotools) install pyarrow<26 "
+            "(pip install 'pyarrow>=14,<26')."
+        ) from None
+
+
+def _row(record: RunRecord, path: Path, root: Path, count: int) -> dict[str, Any]:
+    row: dict[str, Any] = {name: getattr(record, name) for name in KEY_FIELDS}
+    row.update(record.metrics)
+    row.update({f"{TIMING_PREFIX}{stage}": seconds for stage, seconds in record.timings.items()})
+    row.update({name: record.labels[name] for name in DERIVED_LABELS})
+    predictions = record.predictions or {}
+    row.update(
+        labels=json.dumps(record.labels, sort_keys=True),
+        commit=record.code["commit"],
+        dirty=record.code["dirty"],
+        describe=record.code.get("describe", ""),
+        config_hash=record.config_hash,
+        hardware=hardware_summary(record.hardware),
+        versions=json.dumps(record.versions, sort_keys=True),
+        created=record.created,
+        run_id=record.run_id,
+        predictions=predictions.get("path"),
+        predictions_sha256=predictions.get("sha256"),
+        records_for_key=count,
+        record=str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
+        schema_version=record.schema_version,
+    )
+    return row
+
+
+def _table(rows: list[dict[str, Any]]):
+    import pandas as pd
+
+    metric_names: list[str] = []
+    timing_names: list[str] = []
+    for row in rows:
+        for name in row:
+            if name in RESERVED_COLUMNS:
+                continue
+            target = timing_names if name.startswith(TIMING_PREFIX) else metric_names
+            if name not in target:
+                target.append(name)
+    columns = [*KEY_FIELDS, *metric_names, *timing_names, *PROVENANCE_COLUMNS]
+    df = pd.DataFrame(rows, columns=columns)
+    df["seed"] = df["seed"].astype("int64")
+    df["records_for_key"] = df["records_for_key"].astype("int64")
+    df["schema_version"] = df["schema_version"].astype("int64")
+    for name in [*metric_names, *timing_names]:
+        df[name] = df[name].astype("float64")
+    for name in ("synthetic", "tiny", "comparable_to_paper"):
+        df[name] = df[name].astype("bool")
+    df["dirty"] = df["dirty"].astype("boolean")  # None when the code state was unknown
+    return df
+
+
+def collect(root: str | os.PathLike | None = None) -> CollectReport:
+    """Read every record under ``root``, keep the newest per key, write parquet + csv atomically."""
+    root = store_root(root)
+    _require_pyarrow()
+    report = CollectReport(root=root, temp_files=temp_files(root))
+
+    by_key: dict[tuple, list[tuple[RunRecord, Path]]] = {}
+    for path in iter_record_paths(root):
+        report.found += 1
+        try:
+            record = read_record(path)
+            expected = record_path(root, record)
+            if expected != path:
+                # A copied or hand-moved file would otherwise pose as another run's result.
+                raise HarnessError(f"{path}: filed in the wrong place; its fields put it at {expected}")
+        except HarnessError as exc:
+            report.bad.append((path, str(exc)))
+            continue
+        report.good += 1
+        by_key.setdefault(record.key, []).append((record, path))
+
+    rows = []
+    for key in sorted(by_key):
+        versions = sorted(by_key[key], key=lambda rp: (rp[0].created_at, rp[1].name))
+        report.superseded.extend(path for _, path in versions[:-1])
+        newest, path = versions[-1]
+        rows.append(_row(newest, path, root, len(versions)))
+    df = _table(rows)
+    report.rows = len(df)
+
+    report.parquet = root / PARQUET_NAME
+    report.csv = root / CSV_NAME
+    with atomic_path(report.parquet) as tmp:
+        df.to_parquet(tmp, index=False, engine="pyarrow")
+    with atomic_path(report.csv) as tmp:
+        df.to_csv(tmp, index=False)
+    return report
+
+
+def load_table(root: str | os.PathLike | None = None):
+    """The collected table (``results.parquet``) as a pandas DataFrame."""
+    import pandas as pd
+
+    path = store_root(root) / PARQUET_NAME
+    if not path.is_file():
+        raise HarnessError(f"{path}: no results table yet; run `poseharness results collect` first")
+    _require_pyarrow()
+    return pd.read_parquet(path, engine="pyarrow")
+
+
+def metric_columns(df) -> list[str]:
+    """The metric columns of a collected table, in table order."""
+    return [c for c in df.columns if c not in RESERVED_COLUMNS and not c.startswith(TIMING_PREFIX)]

@@ -1,0 +1,288 @@
+"""One run's figures and everything needed to trust them: the :class:`RunRecord`.
+
+A record is the unit of the results store: one JSON file per evaluation of one
+(kind, dataset, split, method, variant, scale, seed). It is validated when it is written AND when
+it is read back, so a hand-edited or damaged file is caught at the edge with its path and field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import HarnessError, where
+from ..provenance import canonical_config, config_hash, provenance
+
+SCHEMA_VERSION = 1
+KINDS = ("trained", "oracle", "speed")
+DATASET_KINDS = ("real", "synthetic")
+PAPER_SCALE = "paper"
+KEY_FIELDS = ("kind", "dataset", "split", "method", "variant", "scale", "seed")
+# Labels the record derives itself; validation re-derives them so a record cannot claim otherwise.
+DERIVED_LABELS = ("dataset_kind", "synthetic", "tiny", "comparable_to_paper")
+# Columns of the collected table that are not metrics; a metric may not take one of these names.
+RESERVED_COLUMNS = frozenset(KEY_FIELDS) | frozenset({
+    "created", "run_id", "commit", "dirty", "describe", "config_hash", "hardware", "versions",
+    "labels", "predictions", "predictions_sha256", "record", "records_for_key", "schema_version",
+    *DERIVED_LABELS,
+})
+TIMING_PREFIX = "time/"
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")   # key parts become directory names
+_HEX64_RE = re.compile(r"[0-9a-f]{64}")
+_RUN_ID_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def comparable_to_paper(dataset_kind: str, scale: str) -> bool:
+    """Whether a figure may stand beside a paper's published number.
+
+    Only real data evaluated at the published ('paper') scale qualifies; synthetic data or any
+    reduced scale (e.g. 'tiny') measures the pipeline, not the method's reported accuracy.
+    """
+    if dataset_kind not in DATASET_KINDS:
+        raise HarnessError(f"dataset kind {dataset_kind!r} is not one of {', '.join(DATASET_KINDS)}")
+    return dataset_kind == "real" and scale == PAPER_SCALE
+
+
+def derived_labels(dataset_kind: str, scale: str) -> dict[str, Any]:
+    """The labels every record carries: ``dataset_kind``, ``synthetic``, ``tiny``, ``comparable_to_paper``."""
+    return {
+        "dataset_kind": dataset_kind,
+        "synthetic": dataset_kind == "synthetic",
+        "tiny": scale == "tiny",
+        "comparable_to_paper": comparable_to_paper(dataset_kind, scale),
+    }
+
+
+def utc_now() -> str:
+    """Current UTC time as ISO 8601 with microseconds and an explicit ``+00:00`` offset."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def parse_created(text: str) -> datetime:
+    """Parse a record's ``created`` stamp; raises ValueError unless it is ISO 8601 in UTC."""
+    stamp = datetime.fromisoformat(text)
+    if stamp.tzinfo is None or stamp.utcoffset().total_seconds() != 0:
+        raise ValueError("must carry the UTC offset +00:00")
+    return stamp
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class RunRecord:
+    """One evaluated run. Build new ones with :meth:`RunRecord.new`; all fields are JSON data.
+
+    Fields (units): ``metrics`` name -> value (AP etc. in [0, 1], or -1 for COCO's "no GT in range";
+    speed records in their own units, e.g. ``ms_per_image``); ``timings`` stage -> wall seconds;
+    ``predictions`` ``{'path', 'sha256'}`` of the COCO results JSON (None only for speed);
+    ``created`` UTC ISO 8601; ``run_id`` 32 hex digits, unique per record.
+    """
+
+    kind: str
+    dataset: str
+    split: str
+    method: str
+    variant: str
+    scale: str
+    seed: int
+    metrics: dict[str, float]
+    config: dict[str, Any]
+    config_hash: str
+    code: dict[str, Any]
+    versions: dict[str, str]
+    hardware: dict[str, Any]
+    timings: dict[str, float]
+    predictions: dict[str, str] | None
+    created: str
+    labels: dict[str, Any]
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def new(cls, *, kind: str, dataset: str, split: str, method: str, variant: str, scale: str,
+            seed: int, metrics: dict[str, float], config: dict[str, Any],
+            dataset_kind: str | None = None, timings: dict[str, float] | None = None,
+            predictions: dict[str, str] | None = None, labels: dict[str, Any] | None = None,
+            prov: dict[str, Any] | None = None, created: str | None = None) -> "RunRecord":
+        """A validated record stamped now, with provenance of this process and checkout.
+
+        ``dataset_kind`` ('real' | 'synthetic') defaults to the kind in the dataset's manifest;
+        ``labels`` adds free labels to the derived ones; ``prov`` (from :func:`provenance`) lets a
+        job capture the code state when it starts rather than when it finishes.
+        """
+        if dataset_kind is None:
+            from ..data.manifest import load_manifest  # only when the caller did not say
+            dataset_kind = load_manifest(dataset).kind
+        prov = prov if prov is not None else provenance()
+        config = canonical_config(config)
+        record = cls(
+            kind=kind, dataset=dataset, split=split, method=method, variant=variant, scale=scale,
+            seed=seed, metrics={k: (float(v) if _is_number(v) else v) for k, v in metrics.items()},
+            config=config, config_hash=config_hash(config),
+            code={"commit": prov["code"]["commit"], "dirty": prov["code"]["dirty"],
+                  "describe": prov["code"].get("describe", "unknown")},
+            versions=dict(prov["versions"]), hardware=dict(prov["hardware"]),
+            timings={k: (float(v) if _is_number(v) else v) for k, v in (timings or {}).items()},
+            predictions=dict(predictions) if predictions is not None else None,
+            created=created or utc_now(),
+            labels={**(labels or {}), **derived_labels(dataset_kind, scale)},
+        )
+        record.validate()
+        return record
+
+    @property
+    def key(self) -> tuple:
+        """``(kind, dataset, split, method, variant, scale, seed)``: what a newer record replaces."""
+        return tuple(getattr(self, name) for name in KEY_FIELDS)
+
+    @property
+    def created_at(self) -> datetime:
+        return parse_created(self.created)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: Any = "<record>") -> "RunRecord":
+        """Build and validate a record from parsed JSON; errors name ``source`` and the field."""
+        if not isinstance(raw, dict):
+            raise HarnessError(f"{source}: a record must be a JSON object, got {type(raw).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(raw) - set(names))
+        missing = [n for n in names if n not in raw]
+        problems = [(n, "unknown field") for n in unknown] + [(n, "missing") for n in missing]
+        if problems:
+            raise HarnessError(_format(source, problems))
+        record = cls(**{n: raw[n] for n in names})
+        record.validate(source)
+        return record
+
+    def validate(self, source: Any = "<record>") -> "RunRecord":
+        """Check every field; raise one :class:`HarnessError` listing each bad field with ``source``."""
+        problems = _problems(self)
+        if problems:
+            raise HarnessError(_format(source, problems))
+        return self
+
+
+def _format(source: Any, problems: list[tuple[str, str]]) -> str:
+    lines = [f"{where(source, record='field ' + name)}: {text}" for name, text in problems]
+    head = f"{source}: invalid run record ({len(problems)} problem{'s' * (len(problems) != 1)})"
+    return "\n".join([head, *("  " + line for line in lines)])
+
+
+def _check_number_map(name: str, value: Any, problems: list, *, nonnegative: bool) -> None:
+    if not isinstance(value, dict):
+        problems.append((name, f"must be an object of name -> number, got {type(value).__name__}"))
+        return
+    for key, number in value.items():
+        if not isinstance(key, str) or not key:
+            problems.append((f"{name}.{key}", "name must be a non-empty string"))
+        elif not _is_number(number):
+            problems.append((f"{name}.{key}", f"must be a number, got {type(number).__name__}"))
+        elif not math.isfinite(number):
+            problems.append((f"{name}.{key}", f"must be finite, got {number}"))
+        elif nonnegative and number < 0:
+            problems.append((f"{name}.{key}", f"must be >= 0, got {number}"))
+
+
+def _problems(r: RunRecord) -> list[tuple[str, str]]:
+    """Every (field, problem) of ``r``; empty when the record is sound."""
+    p: list[tuple[str, str]] = []
+    if r.schema_version != SCHEMA_VERSION or isinstance(r.schema_version, bool):
+        p.append(("schema_version", f"this harness reads version {SCHEMA_VERSION}, "
+                                    f"got {r.schema_version!r}"))
+    if r.kind not in KINDS:
+        p.append(("kind", f"must be one of {', '.join(KINDS)}, got {r.kind!r}"))
+    for name in ("dataset", "split", "method", "variant", "scale"):
+        value = getattr(r, name)
+        if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+            p.append((name, f"must be a name of letters, digits and _.+- (it becomes a directory), "
+                            f"got {value!r}"))
+    if not isinstance(r.seed, int) or isinstance(r.seed, bool) or r.seed < 0:
+        p.append(("seed", f"must be a non-negative integer, got {r.seed!r}"))
+
+    _check_number_map("metrics", r.metrics, p, nonnegative=False)  # -1 = COCO's "no GT in range"
+    if isinstance(r.metrics, dict):
+        if not r.metrics:
+            p.append(("metrics", "must hold at least one metric"))
+        for name in r.metrics:
+            if isinstance(name, str) and (name in RESERVED_COLUMNS or name.startswith(TIMING_PREFIX)):
+                p.append((f"metrics.{name}", "name is reserved for a column of the results table"))
+    _check_number_map("timings", r.timings, p, nonnegative=True)
+
+    if not isinstance(r.config, dict):
+        p.append(("config", f"must be an object, got {type(r.config).__name__}"))
+    if not isinstance(r.config_hash, str) or not _HEX64_RE.fullmatch(r.config_hash):
+        p.append(("config_hash", f"must be 64 lowercase hex digits, got {r.config_hash!r}"))
+    elif isinstance(r.config, dict):
+        try:
+            actual = config_hash(r.config)
+        except HarnessError as exc:
+            p.append(("config", str(exc)))
+        else:
+            if actual != r.config_hash:
+                p.append(("config_hash", f"{r.config_hash} is not the hash of config ({actual}); "
+                                         "the config was changed after the run"))
+
+    if not isinstance(r.code, dict):
+        p.append(("code", f"must be an object, got {type(r.code).__name__}"))
+    else:
+        if not isinstance(r.code.get("commit"), str) or not r.code.get("commit"):
+            p.append(("code.commit", f"must be a non-empty string, got {r.code.get('commit')!r}"))
+        if "dirty" not in r.code or not (r.code["dirty"] is None or isinstance(r.code["dirty"], bool)):
+            p.append(("code.dirty", f"must be true, false or null, got {r.code.get('dirty')!r}"))
+        if not isinstance(r.code.get("describe", ""), str):
+            p.append(("code.describe", "must be a string"))
+    if not isinstance(r.versions, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in r.versions.items()):
+        p.append(("versions", "must be an object of package -> version string"))
+    if not isinstance(r.hardware, dict):
+        p.append(("hardware", f"must be an object, got {type(r.hardware).__name__}"))
+
+    if r.predictions is None:
+        if r.kind in ("trained", "oracle"):
+            p.append(("predictions", f"a {r.kind} record must name its predictions file"))
+    elif not isinstance(r.predictions, dict) or set(r.predictions) != {"path", "sha256"}:
+        p.append(("predictions", "must be null or an object with exactly 'path' and 'sha256'"))
+    else:
+        if not isinstance(r.predictions["path"], str) or not r.predictions["path"]:
+            p.append(("predictions.path", "must be a non-empty string"))
+        if not isinstance(r.predictions["sha256"], str) or not _HEX64_RE.fullmatch(r.predictions["sha256"]):
+            p.append(("predictions.sha256", f"must be 64 lowercase hex digits, "
+                                            f"got {r.predictions['sha256']!r}"))
+
+    if not isinstance(r.created, str):
+        p.append(("created", f"must be an ISO 8601 UTC string, got {r.created!r}"))
+    else:
+        try:
+            parse_created(r.created)
+        except ValueError as exc:
+            p.append(("created", f"{r.created!r} is not ISO 8601 UTC: {exc}"))
+    if not isinstance(r.run_id, str) or not _RUN_ID_RE.fullmatch(r.run_id):
+        p.append(("run_id", f"must be 32 lowercase hex digits, got {r.run_id!r}"))
+
+    if not isinstance(r.labels, dict):
+        p.append(("labels", f"must be an object, got {type(r.labels).__name__}"))
+    else:
+        for name, value in r.labels.items():
+            if not isinstance(value, (str, bool, int, float)) or (
+                    isinstance(value, float) and not math.isfinite(value)):
+                p.append((f"labels.{name}", f"must be a string, boolean or number, got {value!r}"))
+        dataset_kind = r.labels.get("dataset_kind")
+        if dataset_kind not in DATASET_KINDS:
+            p.append(("labels.dataset_kind", f"must be one of {', '.join(DATASET_KINDS)}, "
+                                             f"got {dataset_kind!r}"))
+        elif isinstance(r.scale, str):
+            for name, expected in derived_labels(dataset_kind, r.scale).items():
+                if r.labels.get(name) != expected or type(r.labels.get(name)) is not type(expected):
+                    p.append((f"labels.{name}", f"must be {expected!r} for a {dataset_kind} dataset "
+                                                f"at scale {r.scale!r}, got {r.labels.get(name)!r}"))
+    return p
