@@ -11,7 +11,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 @contextmanager
@@ -50,10 +50,22 @@ def write_json_atomic(target: str | os.PathLike, obj: Any, *, indent: int | None
     return write_text_atomic(target, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
 
 
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
-    """Hex digest of a file, read in chunks (works for multi-GB archives)."""
-    h = hashlib.new(algorithm)
+def file_digests(path: str | os.PathLike, algorithms: Iterable[str] = ("sha256",),
+                 chunk: int = 1 << 20) -> dict[str, str]:
+    """Hex digests of a file for several algorithms (``{'md5': ..., 'sha1': ...}``) in ONE read.
+
+    Archives of many GB are published with several digests (COCO: MD5 and SHA-1); reading the file once
+    and feeding every hash halves the I/O. ``usedforsecurity=False``: these are integrity checks, and it
+    keeps MD5 available on FIPS-restricted builds.
+    """
+    hashes = {name: hashlib.new(name, usedforsecurity=False) for name in dict.fromkeys(algorithms)}
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+            for h in hashes.values():
+                h.update(block)
+    return {name: h.hexdigest() for name, h in hashes.items()}
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file, read in chunks (works for multi-GB archives)."""
+    return file_digests(path, (algorithm,), chunk)[algorithm]
