@@ -1,0 +1,1 @@
+"""Timing benchmarks (``poseharness bench ...``). ``evaluate``: the evaluator libraries, timed and cross-checked."""

@@ -1,0 +1,105 @@
+"""``poseharness bench SUBVERB``: timing benchmarks. Each benchmark is a sub-verb of ``bench``.
+
+``poseharness bench evaluate [--dataset synthetic-coco --size coco-val-size | --gt FILE --protocol P]``
+times the harness's evaluator and every importable evaluator library on one set (the ground truth
+perturbed into predictions) and checks that they give the same figures (exit status 1 if not).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import HarnessError
+from ..io import write_json_atomic
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="timing benchmarks (evaluate, ...)")
+    verbs = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+
+    p = verbs.add_parser(
+        "evaluate",
+        help="time every available evaluator on one set and check that their figures agree",
+        description="Builds predictions by perturbing the ground truth (jitter, missing persons, false "
+                    "positives, duplicates), then scores them with the harness and with each importable "
+                    "library (pycocotools, xtcocotools; faster-coco-eval, hotcoco, xthotcoco if installed). "
+                    "A synthetic dataset is generated first when its files are missing.")
+    p.add_argument("--dataset", default=None,
+                   help="dataset manifest (default: synthetic-coco, unless --gt is given)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--size", default=None,
+                   help="synthetic sets: the size (default with synthetic-coco: coco-val-size, 5,000 images)")
+    p.add_argument("--seed", type=int, default=None, help="synthetic sets: the generator seed")
+    p.add_argument("--gt", metavar="ANNOTATIONS.json", help="bench on this annotation file instead")
+    p.add_argument("--protocol", help="with --gt: coco | crowdpose | ochuman")
+    p.add_argument("--prediction-seed", type=int, default=0, help="seed of the perturbed predictions")
+    p.add_argument("--repeat", type=int, default=1, help="runs per backend; the best time is reported")
+    p.add_argument("--jobs", type=int, default=None, help="image writers when generating (default: all cores)")
+    p.add_argument("--out", metavar="BENCH.json", help="also write the timings and stats here")
+    p.set_defaults(func=cmd_bench_evaluate)
+
+
+def _ground_truth(args: argparse.Namespace) -> tuple[Path, str, dict]:
+    if args.gt:
+        if args.dataset:
+            raise HarnessError("give either --dataset or --gt, not both")
+        if not args.protocol:
+            raise HarnessError("--gt needs --protocol (coco | crowdpose | ochuman)")
+        return Path(args.gt), args.protocol, {}
+    if args.protocol:
+        raise HarnessError("--protocol goes with --gt; a dataset names its own protocol")
+    from ..data.manifest import load_manifest
+
+    name = args.dataset or "synthetic-coco"
+    size = args.size or ("coco-val-size" if name == "synthetic-coco" else None)
+    manifest = load_manifest(name)
+    gt_path = manifest.annotation_path(args.split, size, args.seed)
+    if not gt_path.exists():
+        if not manifest.synthetic:
+            raise HarnessError(
+                f"{gt_path}: annotation file not found; run `poseharness data prepare {manifest.name}` first")
+        from ..data import synthetic
+
+        print(f"generating {manifest.name} ({manifest.resolve_size(size)}) into {manifest.root(size, args.seed)}")
+        synthetic.generate(manifest, size=size, seed=args.seed, jobs=args.jobs or os.cpu_count(), progress=True)
+    context = {"dataset": manifest.name, "split": args.split}
+    if manifest.synthetic:
+        context.update(size=manifest.resolve_size(size), seed=manifest.seed if args.seed is None else args.seed)
+    return gt_path, manifest.protocol, context
+
+
+def cmd_bench_evaluate(args: argparse.Namespace) -> int:
+    from ..eval.evaluate import load_ground_truth
+    from ..eval.protocols import get_protocol
+    from .evaluate import bench_evaluate, format_bench, perturbed_predictions
+
+    gt_path, protocol, context = _ground_truth(args)
+    proto = get_protocol(protocol)
+    gt = load_ground_truth(gt_path, proto)
+    records = perturbed_predictions(gt, proto.num_keypoints, seed=args.prediction_seed)
+    print(f"{gt_path}: {len(gt['images'])} images, {len(gt['annotations'])} persons, "
+          f"{len(records)} perturbed predictions; protocol {proto.name}")
+    rows = bench_evaluate(gt_path, proto.name, records, repeat=args.repeat)
+    print(format_bench(rows))
+    disagree = [row.backend for row in rows if not row.agrees]
+    if disagree:
+        print(f"DISAGREEMENT with the harness's figures: {', '.join(disagree)}")
+    if args.out:
+        write_json_atomic(args.out, {
+            **context,
+            "annotations": str(gt_path),
+            "protocol": proto.name,
+            "num_images": len(gt["images"]),
+            "num_predictions": len(records),
+            "prediction_seed": args.prediction_seed,
+            "repeat": args.repeat,
+            "cpu_count": os.cpu_count(),
+            "backends": [
+                {"backend": r.backend, "version": r.version, "seconds": r.seconds, "stats": r.stats,
+                 "max_abs_diff": r.max_abs_diff if r.error is None else None, "agrees": r.agrees,
+                 "error": r.error}
+                for r in rows
+            ],
+        }, indent=2)
+    return 1 if disagree else 0
