@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "poseharness.data.commands",
     "poseharness.eval.commands",
     "poseharness.store.commands",
+    "poseharness.oracle",
     "poseharness.bench.commands",
 )
 
