@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "poseharness.store.commands",
     "poseharness.oracle",
     "poseharness.bench.commands",
+    "poseharness.report.commands",
 )
 
 

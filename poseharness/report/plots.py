@@ -1,0 +1,159 @@
+"""The report's figures, drawn with matplotlib's Agg canvas (no display, no pyplot global state).
+
+- :func:`table_figure`: per paper table, published vs reproduced bars per row, one bar series per
+  (dataset, scale) block; figures not comparable to the paper are grey and hatched, and the oracle
+  bound of the same representation is a black tick over a trained bar.
+- :func:`speed_figure`: ms per image against accuracy, once ``speed`` records exist.
+Both are saved as PNG and SVG by :func:`save_figure`, atomically and reproducibly (no dates, fixed ids).
+"""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from ..io import atomic_path
+from .tables import OK, Block, SpeedPoint, TableView
+
+PUBLISHED = "#1f4e79"
+COMPARABLE = ["#e07b00", "#c0392b", "#8e44ad"]
+NOT_COMPARABLE = ["#a9adb3", "#c9ccd1", "#8d9096"]
+HATCHES = ["//", "\\\\", "xx", ".."]
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _series_style(block: Block, i_cmp: int, i_nc: int) -> dict:
+    if block.comparable:
+        return {"color": COMPARABLE[i_cmp % len(COMPARABLE)], "edgecolor": "black", "linewidth": 0.5}
+    return {"color": NOT_COMPARABLE[i_nc % len(NOT_COMPARABLE)], "edgecolor": "#555555",
+            "hatch": HATCHES[i_nc % len(HATCHES)], "linewidth": 0.5}
+
+
+def table_figure(view: TableView):
+    """Bars for one paper table, one subplot per metric; None when the table has no row at all.
+
+    x: the table's variant rows then its cited rows; y: the metric in percent (0-100).
+    """
+    variant_rows = list(view.blocks[0].rows)
+    labels = [r.label for r in variant_rows] + [f"{r.label} (cited)" for r in view.cited]
+    if not labels:
+        return None
+    blocks = [b for b in view.blocks if not b.empty]
+    n_series = 1 + len(blocks)
+    width = min(18.0, max(6.0, 0.55 * len(labels) * n_series * len(view.metrics) + 2.0))
+    fig = _figure(width, 4.6)
+    axes = fig.subplots(1, len(view.metrics), squeeze=False)[0]
+    bar = 0.8 / n_series
+    kind_word = "oracle" if view.oracle_table else "reproduced"
+    for ax, metric in zip(axes, view.metrics):
+        xs = range(len(labels))
+        published = [r.published.get(metric) for r in variant_rows] + [r.published.get(metric)
+                                                                      for r in view.cited]
+        offset0 = -0.4 + bar / 2
+        _bars(ax, [x + offset0 for x in xs], published, bar, label="published (paper)",
+              color=PUBLISHED, edgecolor="black", linewidth=0.5)
+        i_cmp = i_nc = 0
+        oracle_labelled = False
+        for s, block in enumerate(blocks, start=1):
+            style = _series_style(block, i_cmp, i_nc)
+            i_cmp, i_nc = i_cmp + block.comparable, i_nc + (not block.comparable)
+            tag = "" if block.comparable else " — not comparable"
+            pos = [x + offset0 + s * bar for x in range(len(variant_rows))]
+            measured = [r.reproduced[metric] for r in block.rows]
+            _bars(ax, pos, [m.percent if m.status == OK else None for m in measured], bar,
+                  label=f"{kind_word}: {block.dataset}/{block.scale}{tag}", **style)
+            for x, m in zip(pos, measured):
+                if m.status != OK:
+                    ax.text(x, 1.0, m.status, rotation=90, ha="center", va="bottom", fontsize=6.5,
+                            color="#555555")
+            if block.has_oracle:
+                bounds = [r.oracle.get(metric) for r in block.rows]
+                bx = [x for x, m in zip(pos, bounds) if m is not None and m.status == OK]
+                by = [m.percent for m in bounds if m is not None and m.status == OK]
+                if bx:
+                    ax.scatter(bx, by, marker="_", s=max(60.0, 900.0 * bar), linewidths=2.2,
+                               color="black", zorder=3,
+                               label=None if oracle_labelled else "oracle bound (same representation)")
+                    oracle_labelled = True
+                    for x, y in zip(bx, by):
+                        ax.annotate(f"{y:.1f}", (x, y), xytext=(0, 3), textcoords="offset points",
+                                    ha="center", va="bottom", fontsize=6.5)
+        ax.set_xticks(list(xs), labels, rotation=30 if max(map(len, labels)) > 8 else 0,
+                      ha="right" if max(map(len, labels)) > 8 else "center", fontsize=8)
+        ax.set_ylim(0, 108)            # headroom for the value labels over a bar near 100
+        ax.set_yticks(range(0, 101, 20))
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(axis="y", color="#e4e7ec", linewidth=0.6)
+        ax.set_axisbelow(True)
+    # Below the axes, so it never hides a bar.
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=min(3, len(names)), fontsize=7,
+               frameon=False)
+    not_run = "" if blocks else " — not run yet"
+    title = f"{view.method} {view.table.name}: {view.table.caption}{not_run}"
+    fig.suptitle(textwrap.fill(title, width=int(width * 11)), fontsize=10)
+    return fig
+
+
+def _bars(ax, xs, values, width, **style):
+    """Bars at ``xs`` for the non-None ``values`` (percent), each labelled with its value."""
+    pairs = [(x, v) for x, v in zip(xs, values) if v is not None]
+    if not pairs:
+        # Keep the legend entry: an empty series still says what would be there.
+        ax.bar([], [], width, **style)
+        return
+    px, pv = zip(*pairs)
+    container = ax.bar(px, pv, width, **style)
+    ax.bar_label(container, labels=[f"{v:.1f}" for v in pv], fontsize=6.5, padding=1)
+
+
+def speed_figure(points: list[SpeedPoint]):
+    """Accuracy (percent) against milliseconds per image; None when there is no point."""
+    if not points:
+        return None
+    fig = _figure(6.4, 4.4)
+    ax = fig.subplots()
+    groups: dict[tuple[str, str, bool], list[SpeedPoint]] = {}
+    for p in points:
+        groups.setdefault((p.dataset, p.scale, p.comparable), []).append(p)
+    for i, ((dataset, scale, comparable), pts) in enumerate(sorted(groups.items())):
+        color = COMPARABLE[i % len(COMPARABLE)] if comparable else NOT_COMPARABLE[i % len(NOT_COMPARABLE)]
+        ax.scatter([p.ms_per_image for p in pts], [p.accuracy for p in pts], s=40,
+                   facecolors=color if comparable else "none", edgecolors=color if comparable else "#555555",
+                   label=f"{dataset}/{scale}" + ("" if comparable else " — not comparable"))
+        for p in pts:
+            ax.annotate(p.label, (p.ms_per_image, p.accuracy), textcoords="offset points",
+                        xytext=(4, 3), fontsize=7)
+    ms = [p.ms_per_image for p in points]
+    if max(ms) / min(ms) > 10:
+        ax.set_xscale("log")
+    ax.set_xlabel("time per image (ms, lower is faster)")
+    ax.set_ylabel(f"{points[0].metric} (%)")
+    ax.grid(color="#e4e7ec", linewidth=0.6)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{points[0].method}: speed vs accuracy", fontsize=10)
+    return fig
+
+
+def save_figure(fig, stem: Path) -> list[Path]:
+    """Write ``<stem>.png`` and ``<stem>.svg`` atomically; the same figure gives the same bytes."""
+    import matplotlib
+
+    stem = Path(stem)
+    out = []
+    # Fixed SVG ids and no timestamps, so re-rendering unchanged results changes no file.
+    with matplotlib.rc_context({"svg.hashsalt": "poseharness", "svg.fonttype": "path"}):
+        for suffix, meta in ((".png", {"Software": None}), (".svg", {"Date": None, "Creator": None})):
+            target = stem.with_suffix(suffix)
+            with atomic_path(target) as tmp:
+                fig.savefig(tmp, format=suffix[1:], dpi=130, metadata=meta)
+            out.append(target)
+    return out
+
