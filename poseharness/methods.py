@@ -111,14 +111,18 @@ class MethodSpec:
 
     @functools.cached_property
     def module(self) -> ModuleType:
-        """The method's Python module (``module:`` in method.yaml, default ``method.py``), imported by path."""
+        """The method's Python module (``module:`` in method.yaml, default ``method.py``), imported by path.
+
+        It is imported as a package whose path is the method directory, so it can import its sibling files
+        relatively (``from .model import build_model``)."""
         path = self.directory / self.raw.get("module", "method.py")
         if not path.exists():
             raise HarnessError(f"{self.source}: module file {path} not found")
         mod_name = f"poseharness_methods.{self.name}"
         if mod_name in sys.modules:
             return sys.modules[mod_name]
-        spec = importlib.util.spec_from_file_location(mod_name, path)
+        spec = importlib.util.spec_from_file_location(mod_name, path,
+                                                      submodule_search_locations=[str(self.directory)])
         module = importlib.util.module_from_spec(spec)
         sys.modules[mod_name] = module
         spec.loader.exec_module(module)

@@ -2,6 +2,7 @@
 
 ``encode`` runs in data-loader workers (numpy); ``decode`` runs on network outputs (torch). The target maps
 carry the same names and shapes as the model's heads, so ``decode(encode(ground truth))`` is the oracle.
+The network, its loss and the flip-test merge are in ``model.py`` (re-exported here: the method contract).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from poseharness.codecs import (
 from poseharness.data.sample import Sample
 from poseharness.grouping import group
 from poseharness.schemas import get_schema
+
+from .model import build_model, loss, merge_flip  # noqa: F401  (the method contract: network, loss, flip test)
 
 paradigm = "bottom-up"
 
