@@ -217,15 +217,15 @@ def cmd_oracle(args) -> int:
     manifest = load_manifest(args.dataset)
     rows = run_oracle(method, manifest, args.split, args.variants, args.scale, size=args.size, seed=args.seed,
                       progress=not args.quiet, limit=args.limit)
-    tables = method.tables()
-    paper = next((t.paper for t in tables.values() if t.kind == "oracle"), {})
-    comparable = manifest.kind == "real" and args.scale == "paper" and not args.limit
+    oracle_table = next((t for t in method.tables().values() if t.kind == "oracle"), None)
+    same_dataset = oracle_table is not None and manifest.name == oracle_table.dataset
+    comparable = same_dataset and args.scale == "paper" and not args.limit
     print(f"oracle of {method.name} on {manifest.name}/{args.split} at scale {args.scale} "
           f"(protocol {manifest.protocol})")
-    print(format_oracle(rows, paper=paper if manifest.name == "coco" else {}))
-    if not comparable or manifest.name != "coco":
-        print("note: the paper's bounds are for real COCO val2017 at long side 640; these figures are "
-              f"for {manifest.name} ({manifest.kind}) and are not comparable to them.")
+    print(format_oracle(rows, paper=oracle_table.paper if comparable else {}))
+    if oracle_table is not None and oracle_table.paper and not comparable:
+        print(f"note: the paper's bounds are for real {oracle_table.dataset} at scale paper; these figures are "
+              f"for {manifest.name} ({manifest.kind}, scale {args.scale}) and are not comparable to them.")
     for r in rows:
         print(f"record: {r['record']}")
     return 0
