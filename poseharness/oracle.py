@@ -206,6 +206,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="synthetic sets: which generator seed")
     p.add_argument("--limit", type=int, help="only the first N images (a quick look; recorded in the config)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--summary", metavar="SUMMARY.json",
+                   help="also write one row per variant (metrics, persons, timings, record path) here: a file at a "
+                        "path of the caller's choosing, where records get unpredictable names")
     p.set_defaults(func=cmd_oracle)
 
 
@@ -213,6 +216,7 @@ def cmd_oracle(args) -> int:
     from .data.manifest import load_manifest
     from .methods import load_method
 
+    torch.set_num_threads(max(1, args.threads))
     method = load_method(args.method)
     manifest = load_manifest(args.dataset)
     rows = run_oracle(method, manifest, args.split, args.variants, args.scale, size=args.size, seed=args.seed,
@@ -228,4 +232,10 @@ def cmd_oracle(args) -> int:
               f"for {manifest.name} ({manifest.kind}, scale {args.scale}) and are not comparable to them.")
     for r in rows:
         print(f"record: {r['record']}")
+    if args.summary:
+        from .io import write_json_atomic
+
+        write_json_atomic(args.summary, {
+            "method": method.name, "dataset": manifest.name, "split": args.split, "scale": args.scale,
+            "rows": [dict(r, record=None if r["record"] is None else str(r["record"])) for r in rows]}, indent=1)
     return 0

@@ -36,9 +36,15 @@ def skeleton(cfg: dict) -> tuple[tuple[int, int], ...]:
 
 
 def encoded_persons(sample: Sample, min_area: float) -> np.ndarray:
-    """(P,) bool — persons that get targets: annotated (not crowd, labelled keypoints) and larger than
-    ``min_area`` px² in the network input (smaller ones carry no keypoints in COCO's sense) [R]."""
-    return sample.annotated & (sample.areas > min_area)
+    """(P,) bool — persons that get targets: annotated (not crowd, labelled keypoints) and with an annotated
+    area above ``min_area`` px² [R]. The area is the annotation's, in the ORIGINAL image (the view's affine is
+    undone), so the rule does not change with the input size: a small network input must not drop persons
+    that the evaluator counts."""
+    areas = sample.areas
+    affine = sample.meta.get("affine")
+    if affine is not None:
+        areas = areas / abs(np.linalg.det(np.asarray(affine)[:, :2]))
+    return sample.annotated & (areas > min_area)
 
 
 def encode(sample: Sample, cfg: dict) -> dict[str, np.ndarray]:

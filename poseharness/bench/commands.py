@@ -3,6 +3,10 @@
 ``poseharness bench evaluate [--dataset synthetic-coco --size coco-val-size | --gt FILE --protocol P]``
 times the harness's evaluator and every importable evaluator library on one set (the ground truth
 perturbed into predictions) and checks that they give the same figures (exit status 1 if not).
+
+``poseharness bench decode`` times GOG's decoding per image (fast and full peak decoding, guides, grouping,
+a plain-loop grouping) at the paper's inference size (:mod:`.decode`); ``poseharness bench oracle`` times each
+stage of one oracle variant over a whole split (:mod:`.oracle`).
 """
 from __future__ import annotations
 
@@ -38,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=None, help="image writers when generating (default: all cores)")
     p.add_argument("--out", metavar="BENCH.json", help="also write the timings and stats here")
     p.set_defaults(func=cmd_bench_evaluate)
+
+    from .decode import register as register_decode    # bench decode
+    register_decode(verbs)
+    from .oracle import register as register_oracle    # bench oracle
+    register_oracle(verbs)
 
 
 def _ground_truth(args: argparse.Namespace) -> tuple[Path, str, dict]:

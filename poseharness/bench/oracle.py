@@ -1,0 +1,203 @@
+"""``poseharness bench oracle``: where the time of one oracle variant goes, stage by stage, over a whole split.
+
+The stages are those of :func:`poseharness.oracle.run_variants` and :func:`~poseharness.oracle.run_oracle`, run
+with the same functions: reading the annotations (``load``), the network-input view of each image (``view``),
+the method's ``encode`` (``encode``), its decoding (``decode``), mapping poses back to the image (``collect``),
+writing the results file (``write``) and the protocol's evaluation (``evaluate``). For a method whose module
+decodes with GOG's pieces (``decode_peaks``, ``refine_peaks``, ``guides_for``, ``group``, ``skeleton``),
+``decode`` is split into ``peaks`` (peak decoding, refinement), ``guides`` and ``group``, composed exactly as the
+module's ``decode`` composes them (checked against ``decode`` on the first images). Nothing is written to the
+results store; the results file goes to a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import HarnessError
+from ..io import write_json_atomic
+
+#: Images on which the split decode is compared with the module's own ``decode``.
+CHECKED_IMAGES = 20
+_GOG_PIECES = ("decode_peaks", "refine_peaks", "guides_for", "group", "skeleton")
+
+
+def _gog_decode(module, outputs: dict, cfg: dict, clock: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``module.decode`` of GOG, piece by piece, adding each piece's seconds to ``clock``."""
+    dec = cfg["decode"]
+    stride = int(cfg["encoding"]["stride"])
+    limbs = module.skeleton(cfg)
+    t0 = time.perf_counter()
+    peaks = module.decode_peaks(outputs["heatmaps"], stride, upsample=dec["upsample"], topk=dec["topk"],
+                                threshold=dec["threshold"], dark=dec["dark"])
+    if dec["refine"]:
+        peaks = module.refine_peaks(peaks, outputs["refine"], stride)
+    t1 = time.perf_counter()
+    guides = module.guides_for(peaks, outputs["offsets"], limbs, stride)
+    t2 = time.perf_counter()
+    poses, scores = module.group(peaks, guides, limbs, dist_max=dec["dist_max"],
+                                 person_threshold=dec["person_threshold"], score_mode=dec["score_mode"])
+    t3 = time.perf_counter()
+    clock["peaks"] += t1 - t0
+    clock["guides"] += t2 - t1
+    clock["group"] += t3 - t2
+    return poses, scores
+
+
+def bench_oracle(method_name: str, dataset: str, split: str = "val", variant: str | None = None,
+                 scale: str = "paper", *, size: str | None = None, seed: int | None = None,
+                 limit: int | None = None, progress: bool = True) -> dict:
+    """Run one oracle variant over the split, timing each stage. Returns the stage seconds, counts and metrics."""
+    from tqdm import tqdm
+
+    from ..data.augment import bottom_up_affine, transform_sample
+    from ..data.loader import load_samples
+    from ..data.manifest import load_manifest
+    from ..eval.evaluate import evaluate
+    from ..eval.results import write_results
+    from ..methods import load_method
+    from ..oracle import resolved_config, to_original
+
+    method = load_method(method_name)
+    variant = variant or next(iter(method.variants))
+    if variant not in method.variants:
+        raise HarnessError(f"{method.source}: method {method.name!r} has no variant {variant!r} "
+                           f"(known: {', '.join(method.variants)})")
+    manifest = load_manifest(dataset)
+    gt_path = manifest.annotation_path(split, size, seed)
+    if not gt_path.exists() and manifest.synthetic:
+        from ..data import synthetic
+
+        print(f"generating {manifest.name} ({manifest.resolve_size(size)}) into {manifest.root(size, seed)}")
+        synthetic.generate(manifest, size=size, seed=seed, jobs=os.cpu_count(), progress=progress)
+    module = method.module
+    cfg = resolved_config(method, variant, scale, manifest, size, seed)
+    side = method.scales[scale].get("input") if scale in method.scales else None
+    if side is None:
+        raise HarnessError(f"{method.source}: scale {scale!r} has no `input` size")
+    split_decode = all(hasattr(module, name) for name in _GOG_PIECES)
+
+    clock = dict.fromkeys(("load", "view", "encode", "decode", "peaks", "guides", "group", "collect", "write",
+                           "evaluate"), 0.0)
+    t0 = time.perf_counter()
+    samples = load_samples(manifest, split, size, seed, images=False)
+    n = len(samples) if limit is None else min(limit, len(samples))
+    clock["load"] = time.perf_counter() - t0
+    ids, all_poses, all_scores = [], [], []
+    checked = agree = 0
+    k = manifest.schema.num_keypoints
+    for i in tqdm(range(n), desc=f"bench oracle {method.name}/{variant} {manifest.name}/{split}",
+                  disable=not progress, unit="img", mininterval=1.0):
+        t0 = time.perf_counter()
+        sample = samples[i]
+        affine = bottom_up_affine(sample.width, sample.height, side)
+        view = transform_sample(sample, affine, side, counted=manifest.schema.counted)
+        t1 = time.perf_counter()
+        outputs = {name: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+                   for name, v in module.encode(view, cfg).items()}
+        t2 = time.perf_counter()
+        if split_decode:
+            poses, scores = _gog_decode(module, outputs, cfg, clock)
+        else:
+            poses, scores = module.decode(outputs, cfg)
+        t3 = time.perf_counter()
+        if split_decode and checked < CHECKED_IMAGES:
+            ref_poses, ref_scores = module.decode(outputs, cfg)
+            checked += 1
+            agree += int(np.array_equal(np.asarray(ref_poses), np.asarray(poses))
+                         and np.array_equal(np.asarray(ref_scores), np.asarray(scores)))
+        t4 = time.perf_counter()
+        poses = to_original(np.asarray(poses), affine)
+        ids.append(np.full(len(poses), sample.image_id, dtype=np.int64))
+        all_poses.append(poses.reshape(len(poses), k, 3))
+        all_scores.append(np.asarray(scores, dtype=np.float64).reshape(-1))
+        t5 = time.perf_counter()
+        clock["view"] += t1 - t0
+        clock["encode"] += t2 - t1
+        clock["decode"] += t3 - t2
+        clock["collect"] += t5 - t4
+    image_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        pred = write_results(Path(tmp) / "results.json", image_ids,
+                             np.concatenate(all_poses) if all_poses else np.zeros((0, k, 3)),
+                             np.concatenate(all_scores) if all_scores else np.zeros(0))
+        t1 = time.perf_counter()
+        metrics = evaluate(pred, gt_path, manifest.protocol)
+        clock["evaluate"] = time.perf_counter() - t1
+        clock["write"] = t1 - t0
+    if not split_decode:
+        for name in ("peaks", "guides", "group"):
+            clock.pop(name)
+    return {"method": method.name, "variant": variant, "dataset": manifest.name, "split": split,
+            "size": manifest.resolve_size(size) if manifest.synthetic else None, "images": n,
+            "persons": int(len(image_ids)), "seconds": clock, "metrics": metrics,
+            "decode_checked": checked, "decode_agree": agree, "threads": torch.get_num_threads()}
+
+
+def format_oracle_bench(result: dict) -> str:
+    """Per-stage totals (s) and per-image milliseconds; the split pieces indented under ``decode``."""
+    n = max(result["images"], 1)
+    sec = result["seconds"]
+    order = ["load", "view", "encode", "decode", "peaks", "guides", "group", "collect", "write", "evaluate"]
+    lines = [f"{'stage':<12} {'total s':>9} {'ms/image':>9}"]
+    for name in order:
+        if name not in sec:
+            continue
+        label = f"  {name}" if name in ("peaks", "guides", "group") else name
+        lines.append(f"{label:<12} {sec[name]:>9.2f} {1e3 * sec[name] / n:>9.2f}")
+    total = sum(v for key, v in sec.items() if key not in ("peaks", "guides", "group"))
+    lines.append(f"{'total':<12} {total:>9.2f} {1e3 * total / n:>9.2f}")
+    return "\n".join(lines)
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser(
+        "oracle", help="time each stage of one oracle variant over a whole split",
+        description="Runs one oracle variant (ground truth encoded, decoded, evaluated) over a dataset split "
+                    "and prints the seconds spent in each stage (annotations, views, encoding, decoding split "
+                    "into peaks / guides / grouping for GOG, collecting, writing, evaluation). Writes no record. "
+                    "A synthetic dataset is generated first when its files are missing.")
+    p.add_argument("--method", default="gog")
+    p.add_argument("--dataset", default="synthetic-coco")
+    p.add_argument("--split", default="val")
+    p.add_argument("--size", default=None,
+                   help="synthetic sets: the size (default with synthetic-coco: coco-val-size, 5,000 images)")
+    p.add_argument("--seed", type=int, default=None, help="synthetic sets: the generator seed")
+    p.add_argument("--variant", default="ours")
+    p.add_argument("--scale", default="paper")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads before timing (default: torch's default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", metavar="BENCH.json", help="also write the timings here")
+    p.set_defaults(func=cmd_bench_oracle)
+
+
+def cmd_bench_oracle(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise HarnessError("--threads must be positive")
+        torch.set_num_threads(args.threads)
+    size = args.size or ("coco-val-size" if args.dataset == "synthetic-coco" else None)
+    result = bench_oracle(args.method, args.dataset, args.split, args.variant, args.scale, size=size,
+                          seed=args.seed, limit=args.limit, progress=not args.quiet)
+    threads = result["threads"]
+    print(f"oracle {result['method']}/{result['variant']} on {result['dataset']}/{result['split']}"
+          f"{' (' + result['size'] + ')' if result['size'] else ''}: {result['images']} images, "
+          f"{result['persons']} poses, AP {100 * result['metrics'].get('AP', float('nan')):.1f}; "
+          f"torch {threads} thread{'s' if threads != 1 else ''}"
+          f" ({'torch default' if args.threads is None else 'set by --threads'}), {os.cpu_count()} CPUs")
+    print(format_oracle_bench(result))
+    if result["decode_checked"]:
+        print(f"split decode == module decode on the first {result['decode_checked']} images: "
+              f"{result['decode_agree']}/{result['decode_checked']}")
+    if args.out:
+        write_json_atomic(args.out, result, indent=2)
+    return 0 if result["decode_agree"] == result["decode_checked"] else 1
