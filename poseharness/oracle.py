@@ -206,6 +206,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="synthetic sets: which generator seed")
     p.add_argument("--limit", type=int, help="only the first N images (a quick look; recorded in the config)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the per-image maps are small, and extra threads only wait "
+                        "on each other on a busy machine)")
     p.add_argument("--summary", metavar="SUMMARY.json",
                    help="also write one row per variant (metrics, persons, timings, record path) here: a file at a "
                         "path of the caller's choosing, where records get unpredictable names")
