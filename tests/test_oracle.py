@@ -19,9 +19,12 @@ COCO_SAMPLE = SHARED / "samples" / "mmpose_test_coco.json"
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small per-image maps: one thread is fastest (see `poseharness oracle --threads`)
     monkeypatch.setenv("POSEHARNESS_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("POSEHARNESS_RESULTS", str(tmp_path / "results"))
-    return tmp_path
+    yield tmp_path
+    torch.set_num_threads(threads)
 
 
 def place(manifest_name: str, split: str, source: Path) -> Path:
@@ -84,3 +87,15 @@ def test_oracle_directions_on_real_crowdpose(store):
     assert ap["limbs44"] > ap["ours"] > ap["qnt"]
     assert ap["ours"] >= ap["ours_bilinear"]
     assert 0.6 < ap["ours"] < 1.0
+
+
+def test_oracle_on_tiny_synthetic_split(store):
+    from poseharness.data.synthetic import generate
+
+    manifest = load_manifest("synthetic-coco")
+    generate(manifest, size="tiny", jobs=1, progress=False)
+    gog = load_method("gog")
+    rows = run_oracle(gog, manifest, "val", ["ours", "limbs44", "r1"], "tiny", size="tiny", progress=False)
+    ap = {r["variant"]: r["metrics"]["AP"] for r in rows}
+    assert 0.6 < ap["ours"] <= 1.0
+    assert ap["limbs44"] >= ap["ours"] and ap["r1"] >= ap["ours"]
