@@ -219,20 +219,25 @@ def cmd_oracle(args) -> int:
     from .data.manifest import load_manifest
     from .methods import load_method
 
-    torch.set_num_threads(max(1, args.threads))
     method = load_method(args.method)
     manifest = load_manifest(args.dataset)
-    rows = run_oracle(method, manifest, args.split, args.variants, args.scale, size=args.size, seed=args.seed,
-                      progress=not args.quiet, limit=args.limit)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        rows = run_oracle(method, manifest, args.split, args.variants, args.scale, size=args.size, seed=args.seed,
+                          progress=not args.quiet, limit=args.limit)
+    finally:
+        torch.set_num_threads(threads)
     oracle_table = next((t for t in method.tables().values() if t.kind == "oracle"), None)
     same_dataset = oracle_table is not None and manifest.name == oracle_table.dataset
     comparable = same_dataset and args.scale == "paper" and not args.limit
     print(f"oracle of {method.name} on {manifest.name}/{args.split} at scale {args.scale} "
           f"(protocol {manifest.protocol})")
     print(format_oracle(rows, paper=oracle_table.paper if comparable else {}))
-    if oracle_table is not None and oracle_table.paper and not comparable:
-        print(f"note: the paper's bounds are for real {oracle_table.dataset} at scale paper; these figures are "
-              f"for {manifest.name} ({manifest.kind}, scale {args.scale}) and are not comparable to them.")
+    if not comparable:
+        family = oracle_table.dataset if oracle_table is not None else "the paper's dataset"
+        print(f"note: figures for {manifest.name} ({manifest.kind}, scale {args.scale}) are not comparable to "
+              f"a paper's (those are for real {family} at scale paper).")
     for r in rows:
         print(f"record: {r['record']}")
     if args.summary:

@@ -6,7 +6,8 @@ import pytest
 from poseharness.data.manifest import load_manifest
 from poseharness.data.synthetic import generate
 from poseharness.methods import load_method
-from poseharness.oracle import cmd_oracle, run_oracle
+from poseharness.cli import main
+from poseharness.oracle import run_oracle
 from poseharness.store.store import iter_records
 
 VARIANTS = ["parts30", "parts21", "paf"]
@@ -52,11 +53,8 @@ def test_redundant_parts_help_where_persons_overlap(env):
 
 
 def test_oracle_command_line(env, capsys):
-    class Args:
-        method, dataset, split, variants, scale = "simple_pose", "synthetic-coco", "val", ["parts30"], "tiny"
-        size, seed, limit, quiet = "tiny", None, 4, True
-
-    assert cmd_oracle(Args) == 0
+    assert main(["oracle", "--method", "simple_pose", "--dataset", "synthetic-coco", "--split", "val",
+                 "--variant", "parts30", "--scale", "tiny", "--size", "tiny", "--limit", "4", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "parts30" in out and "not comparable" in out
     records = list(iter_records(env / "results"))
