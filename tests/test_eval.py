@@ -30,9 +30,8 @@ from poseharness.eval import (MIN_CONFIDENCE, evaluate, read_results, results_re
                               write_results)
 from poseharness.eval.protocols import COCO_STAT_NAMES, CROWDPOSE_STAT_NAMES
 from poseharness.schemas import COCO17, CROWDPOSE14
+from shared_data import CROWDPOSE_VAL, SAMPLES
 
-SAMPLES = Path("/work/shared/data/samples")
-CROWDPOSE_VAL = Path("/work/shared/data/real/crowdpose/crowdpose_val.json")
 COCO_GT = SAMPLES / "mmpose_test_coco.json"
 COCO_PREDS = SAMPLES / "xtcocoapi_example_coco_preds.json"
 OCHUMAN_GT = SAMPLES / "mmpose_test_ochuman.json"

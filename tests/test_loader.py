@@ -21,9 +21,8 @@ from poseharness.data.manifest import load_manifest, parse_manifest
 from poseharness.data.show import show
 from poseharness.errors import HarnessError
 from poseharness.schemas import COCO17, CROWDPOSE14
+from shared_data import CROWDPOSE_VAL, SAMPLES
 
-SAMPLES = Path("/work/shared/data/samples")
-CROWDPOSE_VAL = Path("/work/shared/data/real/crowdpose/crowdpose_val.json")
 
 # Marker colours on keypoint channels of person 1 (left/right shoulder, left/right wrist): a flip must swap them.
 MARKERS = {5: (255, 0, 0), 6: (0, 200, 0), 9: (0, 0, 255), 10: (255, 255, 0)}

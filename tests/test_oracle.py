@@ -12,9 +12,9 @@ from poseharness.methods import load_method
 from poseharness.oracle import resolved_config, run_oracle
 from poseharness.store.collect import collect
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-CROWDPOSE_VAL = SHARED / "real" / "crowdpose" / "crowdpose_val.json"
-COCO_SAMPLE = SHARED / "samples" / "mmpose_test_coco.json"
+from shared_data import CROWDPOSE_VAL, SAMPLES
+
+COCO_SAMPLE = SAMPLES / "mmpose_test_coco.json"
 
 
 @pytest.fixture
@@ -64,6 +64,7 @@ def load_method_manifest():
     return load_manifest("synthetic-coco")
 
 
+@pytest.mark.skipif(not COCO_SAMPLE.exists(), reason="real annotation samples not in ../shared")
 def test_oracle_on_real_coco_sample(store):
     place("coco", "val", COCO_SAMPLE)
     gog = load_method("gog")

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from poseharness.codecs import decode_peaks, encode_heatmaps, local_maxima, peaks_from_upsampled, upsample_maps
 from poseharness.codecs import peaks as peaks_mod
 from poseharness.errors import HarnessError
+from shared_data import SAMPLES
 
 R = 4
 
@@ -296,7 +297,7 @@ def test_bench_loop_grouping_gives_the_library_poses():
 def test_bench_oracle_on_a_real_crowdpose_sample(tmp_path, monkeypatch):
     from poseharness.bench.oracle import bench_oracle, format_oracle_bench
 
-    sample = json.load(open("/work/shared/data/samples/xtcocoapi_example_crowdpose_val.json"))
+    sample = json.load(open(SAMPLES / "xtcocoapi_example_crowdpose_val.json"))
     target = tmp_path / "crowdpose" / "annotations" / "crowdpose_val.json"
     target.parent.mkdir(parents=True)
     target.write_text(json.dumps(sample))
