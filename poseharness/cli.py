@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "poseharness.eval.commands",
     "poseharness.store.commands",
     "poseharness.oracle",
+    "poseharness.train_commands",
     "poseharness.bench.commands",
     "poseharness.report.commands",
 )

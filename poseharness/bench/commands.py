@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="BENCH.json", help="also write the timings and stats here")
     p.set_defaults(func=cmd_bench_evaluate)
 
+    from .train import register as register_train      # bench train
+    register_train(verbs)
     from .decode import register as register_decode    # bench decode
     register_decode(verbs)
     from .oracle import register as register_oracle    # bench oracle

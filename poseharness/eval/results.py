@@ -55,7 +55,7 @@ def results_records(image_ids, poses, scores) -> list[dict]:
     else:
         poses = poses.copy()
         poses[..., 2] = np.maximum(poses[..., 2], MIN_CONFIDENCE)
-    flat = poses.reshape(n, -1).tolist()
+    flat = poses.reshape(n, poses.shape[1] * poses.shape[2]).tolist()      # n = 0 is a valid (empty) file
     ids = image_ids.tolist()
     score_list = scores.tolist()
     return [

@@ -1,0 +1,188 @@
+"""Training checkpoints: written atomically, read with ``torch.load(..., weights_only=True)``, checked at the edge.
+
+A run directory holds ``last.pt`` (rewritten every ``checkpoint_every`` steps while training) and, once the
+schedule has finished, ``final.pt`` with ``complete: True`` (``last.pt`` is then removed). Both are written
+through :func:`poseharness.io.atomic_path`, so a process killed at any moment leaves the previous file intact,
+and only the end of a schedule ever writes a file marked complete.
+
+Everything in a checkpoint is a tensor or plain Python data (dict, list, str, int, float, bool, None), which is
+what the ``weights_only`` unpickler accepts: the config travels as a JSON string, random-generator states as
+integer tensors and lists.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import paths
+from .errors import HarnessError
+from .io import atomic_path
+
+FORMAT = "poseharness-checkpoint"
+VERSION = 1
+LAST = "last.pt"
+FINAL = "final.pt"
+
+#: Fields every checkpoint holds, with their Python types.
+FIELDS = {
+    "format": str, "version": int, "complete": bool, "method": str, "method_dir": str, "training": str,
+    "scale": str, "seed": int, "config_json": str, "config_hash": str, "heads": dict, "step": int,
+    "total_steps": int, "steps_per_epoch": int, "world_size": int, "model": dict, "optimizer": dict,
+    "scheduler": dict, "scaler": dict, "rng": dict, "seconds": float, "losses": dict,
+}
+
+
+def checkpoints_dir() -> Path:
+    """Root of the default run directories: ``$POSEHARNESS_CHECKPOINTS`` or ``<project root>/checkpoints``."""
+    env = os.environ.get("POSEHARNESS_CHECKPOINTS")
+    return Path(env).resolve() if env else paths.project_root() / "checkpoints"
+
+
+def run_dir(method: str, dataset: str, training: str, scale: str, seed: int, root: Path | None = None) -> Path:
+    """``checkpoints/<method>/<dataset>/<training>/<scale>-seed<N>/``."""
+    return (root or checkpoints_dir()) / method / dataset / training / f"{scale}-seed{seed}"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Write ``state`` atomically (temp file + fsync + rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)      # through a file object: the archive's inner folder is "archive", not the temp name
+    return Path(path)
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete temp files a killed writer left behind (``.last.pt.*.tmp``); returns what was removed."""
+    gone = []
+    for name in (LAST, FINAL):
+        for p in directory.glob(f".{name}.*.tmp"):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read and check a checkpoint. Raises :class:`HarnessError` naming the file (and field) when it is missing,
+    corrupt or truncated, not a harness checkpoint, or has a field of the wrong type."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"{path}: checkpoint file not found")
+    # torch.save writes a zip archive whose directory sits at the end: a truncated file fails this test.
+    if not zipfile.is_zipfile(path):
+        raise HarnessError(f"{path}: not a readable checkpoint: not a complete zip archive (truncated, corrupt "
+                           f"or not written by `poseharness train`)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+            KeyError, IndexError, TypeError, AttributeError) as exc:
+        text = str(exc)
+        # torch's weights-only refusal is a paragraph of advice; what it found follows "WeightsUnpickler error:".
+        if "WeightsUnpickler error:" in text:
+            text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+        detail = " ".join(text.split()) or type(exc).__name__
+        raise HarnessError(f"{path}: not a readable checkpoint (corrupt, or holding more than tensors and plain "
+                           f"data): {detail}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise HarnessError(f"{path}: field format: not a poseharness checkpoint")
+    if state.get("version") != VERSION:
+        raise HarnessError(f"{path}: field version: checkpoint version {state.get('version')!r}, this harness "
+                           f"reads version {VERSION}")
+    for name, kind in FIELDS.items():
+        if name not in state:
+            raise HarnessError(f"{path}: field {name}: missing")
+        value = state[name]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise HarnessError(f"{path}: field {name}: expected {kind.__name__}, got {type(value).__name__}")
+    try:
+        state["config"] = json.loads(state["config_json"])
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{path}: field config_json: not valid JSON: {exc}") from None
+    return state
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON configs differ, each as ``path: old -> new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                out.append(f"{where}: (absent) -> {new[key]!r}")
+            elif key not in new:
+                out.append(f"{where}: {old[key]!r} -> (absent)")
+            else:
+                out.extend(config_differences(old[key], new[key], where))
+        return out
+    return [] if old == new else [f"{prefix or '(config)'}: {old!r} -> {new!r}"]
+
+
+def check_identity(state: dict, path: Path, *, method: str, training: str | None = None) -> None:
+    """The checkpoint is of ``method`` (and ``training``, when given); else an error naming the field."""
+    if state["method"] != method:
+        raise HarnessError(f"{path}: field method: the checkpoint is of method {state['method']!r}, "
+                           f"not {method!r}")
+    if training is not None and state["training"] != training:
+        raise HarnessError(f"{path}: field training: the checkpoint is of training {state['training']!r}, "
+                           f"not {training!r}")
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """Load the weights into ``model``; a different head layout (any parameter or buffer of another shape, or a
+    missing / extra one) is an error naming the checkpoint and the first differing entry."""
+    own = model.state_dict()
+    saved = state["model"]
+    for name, tensor in own.items():
+        if name not in saved:
+            raise HarnessError(f"{path}: field model.{name}: missing from the checkpoint (a different head "
+                               f"layout or architecture: checkpoint heads {state['heads']})")
+        if tuple(saved[name].shape) != tuple(tensor.shape):
+            raise HarnessError(
+                f"{path}: field model.{name}: shape {tuple(saved[name].shape)} in the checkpoint, "
+                f"{tuple(tensor.shape)} in the model built from its config (a different head layout: "
+                f"checkpoint heads {state['heads']})")
+    extra = sorted(set(saved) - set(own))
+    if extra:
+        raise HarnessError(f"{path}: field model.{extra[0]}: not a parameter of the model built from its config "
+                           f"(a different architecture)")
+    model.load_state_dict(saved)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Random-generator states as plain data
+# ----------------------------------------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    """torch (CPU and every CUDA device), numpy's global and Python's ``random`` states, weights_only-safe."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    out = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
