@@ -73,3 +73,17 @@ def file_digests(path: str | os.PathLike, algorithms: Iterable[str] = ("sha256",
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
     """Hex digest of a file, read in chunks (works for multi-GB archives)."""
     return file_digests(path, (algorithm,), chunk)[algorithm]
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """Parse a JSON file; a missing or malformed file is a HarnessError naming the path and ``what`` it is."""
+    from .errors import HarnessError
+
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{path}: not valid JSON: {exc}") from None

@@ -19,7 +19,6 @@ import contextlib
 import copy
 import importlib.metadata
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from ..errors import HarnessError
 from .protocols import Protocol, get_protocol
 from .results import MIN_CONFIDENCE, read_results
+from ..io import read_json
 from .validate import validate_ground_truth, validate_results
 
 
@@ -34,13 +34,7 @@ def load_ground_truth(gt_path: str | os.PathLike, protocol: str | Protocol) -> d
     """Read an annotation file and check it holds what ``protocol``'s library reads. Raises HarnessError."""
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
     gt_path = Path(gt_path)
-    try:
-        with open(gt_path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise HarnessError(f"{gt_path}: annotation file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HarnessError(f"{gt_path}: not valid JSON: {exc}") from None
+    data = read_json(gt_path, "annotation file")
     validate_ground_truth(data, proto, str(gt_path))
     return data
 

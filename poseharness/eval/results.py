@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HarnessError
-from ..io import write_text_atomic
+from ..io import read_json, write_text_atomic
 
 #: The confidence written for keypoints whose confidence is ≤ 0 (or missing): small enough to mean
 #: "no confidence", positive so that xtcocotools does not drop the prediction.
@@ -76,13 +76,7 @@ def read_results(path: str | os.PathLike) -> list:
     The records themselves are checked against a ground truth by ``validate.validate_results``.
     """
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise HarnessError(f"{path}: results file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HarnessError(f"{path}: not valid JSON: {exc}") from None
+    data = read_json(path, "results file")
     if not isinstance(data, list):
         raise HarnessError(
             f"{path}: results must be a JSON list of objects (one per predicted person), "
