@@ -1,0 +1,49 @@
+# Datasets: `poseharness data prepare`. One rule per dataset the configured tables run on (named
+# prepare-<dataset>[-<split>]), generated from the manifests, so outputs are the manifest's own file paths.
+#
+# A synthetic set is generated whole (every split, one seed) and says so with its stamp, written last.
+# A real set is downloaded and verified split by split (evaluation splits before `train`, whose archives are
+# the big ones). Its splits run one after another: they share archives (COCO's annotations zip), and the
+# downloader resumes and skips finished files, so the second split finds the shared ones in place.
+
+for _name in USED_DATASETS:
+    if manifest(_name).synthetic:
+
+        rule:
+            name:
+                f"prepare-{_name}"
+            output:
+                prepared(_name, next(iter(manifest(_name).splits))),      # the stamp, the same for every split
+                [_rel(manifest(_name).annotation_path(s, data_size(_name), data_seed(_name)))
+                 for s in manifest(_name).splits],
+            log:
+                f"{LOGS}/prepare/{_name}/{data_size(_name)}-seed{data_seed(_name)}.log",
+            threads: config["threads"]["prepare"]
+            params:
+                name=_name,
+                data=data_flags(_name),
+            shell:
+                "poseharness data prepare {params.name} {params.data} --jobs {threads} --quiet > {log} 2>&1"
+
+    else:
+        _before = []
+        for _split in splits_needed(_name):
+
+            rule:
+                name:
+                    f"prepare-{_name}-{_split}"
+                # Downloads: on a cluster they run where snakemake runs (the login node has the network).
+                localrule: True
+                input:
+                    list(_before),
+                output:
+                    prepared(_name, _split),
+                log:
+                    f"{LOGS}/prepare/{_name}/{_split}.log",
+                params:
+                    name=_name,
+                    split=_split,
+                shell:
+                    "poseharness data prepare {params.name} --split {params.split} --quiet > {log} 2>&1"
+
+            _before = [prepared(_name, _split)]

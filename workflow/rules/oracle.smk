@@ -1,0 +1,25 @@
+# The oracle: `poseharness oracle`. One job per (method, training, dataset, scale): ground truth encoded as
+# that training encodes it, decoded by each of its variants, evaluated; one `oracle` record per variant, and
+# the summary declared here (a row of metrics per variant). No network, no GPU.
+#
+# Reruns: the params hold the hash of every variant's config, so an encoding or decoder edit re-runs the jobs
+# of the trainings it touches.
+
+
+rule oracle:
+    input:
+        lambda w: prepared(w.dataset, w.split),
+    output:
+        ORACLE,
+    log:
+        f"{LOGS}/oracle/{{dataset}}/{{split}}/{{method}}/{{training}}/{{scale}}-seed{{seed}}.log",
+    params:
+        config_hash=lambda w: config_hash({v: variant_hash(w.method, v, w.scale)
+                                           for v in oracle_variants(w.method, w.training)}),
+        variants=lambda w: " ".join(f"--variant {v}" for v in oracle_variants(w.method, w.training)),
+        data=lambda w: data_flags(w.dataset, seed=int(w.seed)),
+    threads: config["threads"]["oracle"]
+    shell:
+        "poseharness oracle --method {wildcards.method} --dataset {wildcards.dataset} --split {wildcards.split} "
+        "--scale {wildcards.scale} {params.variants} {params.data} --threads {threads} --summary {output} --quiet "
+        "> {log} 2>&1"

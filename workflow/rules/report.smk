@@ -1,0 +1,32 @@
+# The report: `poseharness report` renders every paper table (Markdown, HTML, plots) and reports/index.html
+# from results/results.parquet only. One report job per table target, after that table's collect job; it
+# declares the table's own pages (annotated for `snakemake --report`) and rewrites the rest of the report.
+# (The store and report folders reach the CLI as POSEHARNESS_RESULTS / POSEHARNESS_REPORTS, see Snakefile.)
+#
+# `snakemake report` re-collects and re-renders whatever the store holds now (it has no outputs, so it runs
+# every time it is asked for).
+
+for _method, _table in TABLES:
+
+    rule:
+        name:
+            f"report-{_method}-{_table}"
+        localrule: True
+        input:
+            COLLECTED.format(method=_method, table=_table),
+        output:
+            report(report_files(_method, _table)[0], category=_method,
+                   labels={"method": _method, "table": _table, "page": "HTML"}),
+            report(report_files(_method, _table)[1], category=_method,
+                   labels={"method": _method, "table": _table, "page": "Markdown"}),
+        log:
+            f"{LOGS}/report/{_method}-{_table}.log",
+        shell:
+            "poseharness report > {log} 2>&1"
+
+
+rule report:
+    """Collect every record now in the store and render the whole report."""
+    localrule: True
+    shell:
+        "poseharness results collect && poseharness report"
