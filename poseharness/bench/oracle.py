@@ -157,6 +157,19 @@ def format_oracle_bench(result: dict) -> str:
     return "\n".join(lines)
 
 
+def published_comparison(result: dict, published: dict | None) -> str | None:
+    """One line comparing our ``decode`` time per image with a method's published decoding speed
+    (``method.yaml`` ``speed.decode``: fps, hardware, note); None when the paper gives none."""
+    if not published or not result["images"]:
+        return None
+    ms = 1e3 * result["seconds"]["decode"] / result["images"]
+    ours = 1e3 / ms if ms > 0 else float("inf")
+    note = f", {published['note']}" if published.get("note") else ""
+    return (f"decode: ours {ms:.1f} ms/image = {ours:.1f} images/s; published {published['fps']:g} images/s "
+            f"({published['hardware']}{note}); ratio ours/published {ours / published['fps']:.1f}x "
+            f"(different hardware: an order of magnitude, not a precise factor)")
+
+
 def register(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "oracle", help="time each stage of one oracle variant over a whole split",
@@ -195,6 +208,12 @@ def cmd_bench_oracle(args: argparse.Namespace) -> int:
           f"torch {threads} thread{'s' if threads != 1 else ''}"
           f" ({'torch default' if args.threads is None else 'set by --threads'}), {os.cpu_count()} CPUs")
     print(format_oracle_bench(result))
+    from ..methods import load_method
+
+    line = published_comparison(result, load_method(args.method).raw.get("speed", {}).get("decode"))
+    if line:
+        print(line)
+        result["published_decode"] = load_method(args.method).raw["speed"]["decode"]
     if result["decode_checked"]:
         print(f"split decode == module decode on the first {result['decode_checked']} images: "
               f"{result['decode_agree']}/{result['decode_checked']}")

@@ -105,7 +105,7 @@ def build_report(results: str | os.PathLike | None = None, out: str | os.PathLik
             result.files += save_figure(figure, stem)
         result.files.append(write_text_atomic(stem.with_suffix(".html"), table_page(
             view, figure=stem.name if figure is not None else None,
-            markdown=f"{stem.name}.md", generated=generated)))
+            markdown=f"{stem.name}.md", generated=generated, source=str(source))))
         rel = f"{view.method}/{view.table.name}"
         entries.append({"view": view, "html": f"{rel}.html", "md": f"{rel}.md",
                         "png": f"{rel}.png" if figure is not None else None,

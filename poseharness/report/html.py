@@ -150,8 +150,10 @@ def _block_html(view: TableView, block: Block, index: int) -> str:
     return "\n".join(out)
 
 
-def table_page(view: TableView, *, figure: str | None, markdown: str, generated: str) -> str:
-    """The HTML page of one table; ``figure`` is the stem (no suffix) of its plot beside the page."""
+def table_page(view: TableView, *, figure: str | None, markdown: str, generated: str,
+               source: str = "results/results.parquet") -> str:
+    """The HTML page of one table; ``figure`` is the stem (no suffix) of its plot beside the page, ``source`` the
+    results table it was rendered from."""
     t = view.table
     body = ['<nav><a href="../index.html">← all tables</a></nav>',
             f"<h1>{escape(view.method)} — {escape(t.name)}</h1>",
@@ -174,7 +176,7 @@ def table_page(view: TableView, *, figure: str | None, markdown: str, generated:
                     f"published.</figcaption></figure>")
         links += [f'<a href="{escape(figure)}.png">PNG</a>', f'<a href="{escape(figure)}.svg">SVG</a>']
     body.append(f"<footer>Also as: {' · '.join(links)}. Generated {escape(generated)} from "
-                "results/results.parquet.</footer>")
+                f"{escape(source)}.</footer>")
     return _page(f"{view.method} {t.name} — {t.caption}", "\n".join(body))
 
 
