@@ -2,7 +2,7 @@
 
 The project root holds the toy method (tests/fixtures/methods/toy: a three-layer net, 20 training steps on the
 tiny synthetic COCO set) with two trained tables and an oracle table; the workflow files are the repo's. The
-run is interrupted with SIGINT (Ctrl-C) as soon as its first model is trained; the same command then completes
+run is interrupted with SIGINT to its process group (Ctrl-C in a terminal) as soon as its first model is trained; the same command then completes
 only what is missing (the finished model is not trained again, its file untouched), and a third invocation has
 nothing to do. Everything is written under pytest's tmp_path.
 """
@@ -42,7 +42,7 @@ def test_interrupted_dag_completes_only_what_is_missing(tmp_path):
     first = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(work),
          "--workflow-profile", "none", "--cores", "1", "reproduce-all", "--config", *CONFIG],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     # Ctrl-C once Snakemake has recorded the first finished model (its "N of M steps done" line after the
     # final.pt appeared): the next job is then under way, and is cut short.
     lines = []
@@ -51,7 +51,7 @@ def test_interrupted_dag_completes_only_what_is_missing(tmp_path):
         if checkpoints(work) and re.search(r"\d+ of \d+ steps \(", line):
             break
     assert first.poll() is None, "the DAG ended before its first model was trained:\n" + "".join(lines)
-    first.send_signal(signal.SIGINT)
+    os.killpg(first.pid, signal.SIGINT)          # Ctrl-C in a terminal: Snakemake and its running jobs
     log = "".join(lines) + first.communicate(timeout=300)[0]
     assert first.returncode != 0, log
     done = checkpoints(work)
