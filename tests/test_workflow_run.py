@@ -9,10 +9,10 @@ nothing to do. Everything is written under pytest's tmp_path.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -39,20 +39,28 @@ def test_interrupted_dag_completes_only_what_is_missing(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSEHARNESS_")}
     env["POSEHARNESS_ROOT"] = str(root)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(work),
-         "--workflow-profile", "none", "--cores", "1", "reproduce-all", "--config", *CONFIG],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    # Ctrl-C once Snakemake has recorded the first finished model (its "N of M steps done" line after the
-    # final.pt appeared): the next job is then under way, and is cut short.
-    lines = []
-    for line in first.stdout:
-        lines.append(line)
-        if checkpoints(work) and re.search(r"\d+ of \d+ steps \(", line):
-            break
-    assert first.poll() is None, "the DAG ended before its first model was trained:\n" + "".join(lines)
-    os.killpg(first.pid, signal.SIGINT)          # Ctrl-C in a terminal: Snakemake and its running jobs
-    log = "".join(lines) + first.communicate(timeout=300)[0]
+    out = tmp_path / "first-run.log"
+    with out.open("w") as sink:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(work),
+             "--workflow-profile", "none", "--cores", "1", "reproduce-all", "--config", *CONFIG],
+            env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        # Ctrl-C once the first model is trained and Snakemake has started the next job (a new job log
+        # appears: with one core, jobs run one after the other, and a job starts only after the previous one
+        # is recorded as finished). Watched on the file system: Snakemake's own output is block-buffered.
+        logs_at_first_model = None
+        deadline = time.monotonic() + 600
+        while first.poll() is None and time.monotonic() < deadline:
+            logs = set((work / "results" / "logs").rglob("*.log"))
+            if logs_at_first_model is None and checkpoints(work):
+                logs_at_first_model = logs
+            elif logs_at_first_model is not None and logs - logs_at_first_model:
+                break
+            time.sleep(0.02)
+        assert first.poll() is None, "the DAG ended before its first model was trained:\n" + out.read_text()
+        os.killpg(first.pid, signal.SIGINT)          # Ctrl-C in a terminal: Snakemake and its running jobs
+        first.wait(timeout=300)
+    log = out.read_text()
     assert first.returncode != 0, log
     done = checkpoints(work)
     assert len(done) == 1, (done, log)
