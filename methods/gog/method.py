@@ -15,6 +15,7 @@ from poseharness.codecs import (
     encode_heatmaps,
     encode_refinement_offsets,
     guides_for,
+    heatmap_mask,
     refine_peaks,
 )
 from poseharness.data.sample import Sample
@@ -75,15 +76,6 @@ def encode(sample: Sample, cfg: dict) -> dict[str, np.ndarray]:
     if sample.ignore_mask is not None:
         out["heatmap_mask"] = heatmap_mask(sample.ignore_mask, stride)
     return out
-
-
-def heatmap_mask(ignore_mask: np.ndarray, stride: int, keep_fraction: float = 0.7) -> np.ndarray:
-    """(H, W) float32 1/0 — an output cell is supervised when more than ``keep_fraction`` of its input pixels
-    are not ignored (the official code resizes COCO's mask_miss and thresholds it at 0.7)."""
-    h, w = ignore_mask.shape[0] // stride, ignore_mask.shape[1] // stride
-    valid = ~ignore_mask[: h * stride, : w * stride]
-    frac = valid.reshape(h, stride, w, stride).mean(axis=(1, 3))
-    return (frac > keep_fraction).astype(np.float32)
 
 
 def decode(outputs: dict[str, torch.Tensor], cfg: dict) -> tuple[np.ndarray, np.ndarray]:

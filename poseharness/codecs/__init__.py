@@ -11,7 +11,7 @@ Conventions shared by every function here:
 The grouping consumes ``peaks = decode_peaks(heatmaps, R)`` and ``guides = guides_for(peaks, offsets,
 skeleton, R)``: guides[l, i] is the guiding vector read at start candidate i of limb l.
 """
-from .heatmap import cell_centres, containing_cell, encode_heatmaps, quantise_points
+from .heatmap import cell_centres, containing_cell, encode_heatmaps, heatmap_mask, quantise_points
 from .offsets import (
     encode_guiding_offsets,
     encode_refinement_offsets,
@@ -30,6 +30,7 @@ __all__ = [
     "encode_heatmaps",
     "encode_refinement_offsets",
     "guides_for",
+    "heatmap_mask",
     "local_maxima",
     "peaks_from_upsampled",
     "person_scales",

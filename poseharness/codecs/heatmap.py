@@ -109,3 +109,21 @@ def encode_heatmaps(
     n_idx, iy, ix = np.nonzero(keep)
     np.maximum.at(out, (ktype[n_idx], uy[n_idx, iy], ux[n_idx, ix]), value[keep].astype(np.float32))
     return out
+
+
+def heatmap_mask(ignore_mask: np.ndarray, stride: int, keep_fraction: float | None = 0.7) -> np.ndarray:
+    """(H, W) float32 loss mask of the stride-R output maps, from an (S, S) bool ignore mask (True = ignored).
+
+    Each output cell gets the fraction of its R×R input pixels that are not ignored. With ``keep_fraction``
+    the cell is then supervised (1) when that fraction exceeds it, else not (0): GOG's official code resizes
+    COCO's mask_miss to the output and thresholds it at 0.7. With ``keep_fraction=None`` the fraction itself is
+    the cell's weight, as Simple Pose's official code keeps its area-resized mask_miss [R: Improved-Body-Parts
+    py_cocodata_server/py_data_transformer.py, INTER_AREA]. Input rows / columns beyond the last whole cell
+    are dropped, as the output size is ``S // R``.
+    """
+    h, w = ignore_mask.shape[0] // stride, ignore_mask.shape[1] // stride
+    valid = ~np.asarray(ignore_mask, dtype=bool)[: h * stride, : w * stride]
+    frac = valid.reshape(h, stride, w, stride).mean(axis=(1, 3))
+    if keep_fraction is None:
+        return frac.astype(np.float32)
+    return (frac > keep_fraction).astype(np.float32)
