@@ -6,18 +6,21 @@ The network outputs, per scale, one map ``maps`` (C, H, W) laid out by :func:`.r
 ground truth under that name, so ``decode(encode(ground truth))`` is the oracle. The coarser scales of the
 multi-scale supervision are :func:`.representation.pyramid` of it.
 
-The IMHN network and the focal L2 loss (``build_model``, ``loss``) are not part of this module yet; the
-oracle needs neither.
+The IMHN network and its focal L2 loss live in ``model.py`` (``build_model``, ``loss``, re-exported here: the
+method contract); the oracle needs neither. ``encode`` also returns the loss mask ``heatmap_mask`` when the
+sample carries an ignore mask.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from poseharness.codecs import heatmap_mask
 from poseharness.data.sample import Sample
 from poseharness.errors import HarnessError
 
 from .assignment import assign
+from .model import build_model, loss  # noqa: F401  (the method contract: network and loss)
 from .representation import (
     FLIP18,
     coco_to_internal,
@@ -48,13 +51,18 @@ def encode(sample: Sample, cfg: dict) -> dict[str, np.ndarray]:
     maps (C, H, W) float32 at stride R: the persons that training uses (not crowd, with labelled keypoints
     [R: data/coco_masks_hdf5.py]) in the 18-keypoint order; the person-mask channel covers every person's box,
     crowds and persons without keypoints included (the official ``mask_all``).
+    heatmap_mask (H, W) float32, when the sample has an ignore mask: each cell's share of input pixels that
+    are not ignored, the loss weight of the cell [R: the area-resized mask_miss; see ``codecs.heatmap_mask``].
     """
     _check_schema(cfg)
     enc = cfg["encoding"]
     stride = int(enc["stride"])
     out_hw = (sample.height // stride, sample.width // stride)
     kp18 = coco_to_internal(sample.keypoints[sample.annotated])
-    return {"maps": encode_maps(kp18, sample.boxes, out_hw, enc)}
+    out = {"maps": encode_maps(kp18, sample.boxes, out_hw, enc)}
+    if sample.ignore_mask is not None:
+        out["heatmap_mask"] = heatmap_mask(sample.ignore_mask, stride, keep_fraction=None)
+    return out
 
 
 def decode(outputs: dict[str, torch.Tensor], cfg: dict) -> tuple[np.ndarray, np.ndarray]:
