@@ -43,7 +43,7 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(1800)
 def test_tiny_imhn_with_focal_l2_learns_on_synthetic_coco(tmp_path, monkeypatch):
     monkeypatch.setenv("POSEHARNESS_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("POSEHARNESS_RESULTS", str(tmp_path / "results"))
