@@ -1,0 +1,94 @@
+"""The learning run every method's learning test makes: a trained model against the same model untrained.
+
+A synthetic COCO set is generated under the test's tmp_path (the ``synthetic-coco`` manifest with its sizes and,
+optionally, some generator settings replaced), the method's ``training`` is trained at scale tiny on the CPU
+with one compute thread beside one loader process (two threads plus a loader oversubscribe a 2-core machine
+and run several times slower, measured), and both the final checkpoint and the run's own initial weights (the
+trainer seeds the model with the training seed, then builds it) are predicted with ``variant`` and evaluated
+with the official protocol on the val split. Seeds are fixed; on the CPU the trainer is deterministic.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from poseharness import checkpoint as ckpt
+from poseharness.contract import method_module
+from poseharness.data import synthetic
+from poseharness.data.manifest import load_manifest_file
+from poseharness.methods import load_method
+from poseharness.predict import predict
+from poseharness.train import TrainResult, seed_everything, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class LearningRun:
+    run: TrainResult
+    metrics: dict[str, dict[str, float]]    # "trained" / "untrained" -> COCO stats
+    persons: dict[str, int]                 # "trained" / "untrained" -> persons predicted on val
+    seconds: dict[str, float]               # data, training, total
+
+    def report(self, title: str) -> str:
+        s = self.seconds
+        lines = [f"{title} ({self.run.total_steps} steps); data {s['data']:.0f} s, training {s['training']:.0f} s, "
+                 f"total {s['total']:.0f} s; losses "
+                 + ", ".join(f"{k} {v:.3g}" for k, v in (self.run.losses or {}).items())]
+        for name, m in self.metrics.items():
+            lines.append(f"  {name:<9} " + "  ".join(f"{k} {m[k]:.4f}" for k in ("AP", "AP50", "AR", "AR50"))
+                         + f"  ({self.persons[name]} persons)")
+        return "\n".join(lines)
+
+
+def learning_run(tmp_path: Path, monkeypatch, method: str, training: str, variant: str, *, train_images: int,
+                 val_images: int, seed: int = 0, generator: dict | None = None,
+                 steps: int | None = None) -> LearningRun:
+    """Train ``method``/``training`` at scale tiny (``steps``: the scale's schedule when None) and score the
+    trained and the untrained model with ``variant`` on a fresh synthetic COCO set."""
+    monkeypatch.setenv("POSEHARNESS_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("POSEHARNESS_RESULTS", str(tmp_path / "results"))
+    raw = yaml.safe_load((REPO / "datasets" / "synthetic-coco.yaml").read_text())
+    raw.update(name="learn-coco", default_size="learn", sizes={"learn": {"train": train_images, "val": val_images}})
+    raw["generator"].update(generator or {})
+    (tmp_path / "learn-coco.yaml").write_text(yaml.safe_dump(raw))
+    manifest = load_manifest_file(tmp_path / "learn-coco.yaml")
+    start = time.perf_counter()
+    synthetic.generate(manifest, jobs=2, progress=False)
+    t_data = time.perf_counter() - start
+
+    spec = load_method(method)
+    with torch_threads(1):
+        run = train(spec, training, manifest, "tiny", seed=seed, steps=steps, out=tmp_path / "run", device="cpu",
+                    workers=1, progress=False, log=lambda *_: None)
+        assert run.complete and run.step == run.total_steps
+        t_train = time.perf_counter() - start - t_data
+
+        state = torch.load(run.checkpoint, weights_only=True)
+        seed_everything(seed)
+        state["model"] = method_module(spec).build_model(json.loads(state["config_json"])).state_dict()
+        ckpt.save_checkpoint(tmp_path / "untrained.pt", state)
+
+        metrics, persons = {}, {}
+        for name, path in (("trained", run.checkpoint), ("untrained", tmp_path / "untrained.pt")):
+            out = predict(path, variant, manifest, "val", out=tmp_path / f"{name}.json", device="cpu", write=False,
+                          progress=False)
+            metrics[name], persons[name] = out["metrics"], int(out["persons"])
+    seconds = {"data": t_data, "training": t_train, "total": time.perf_counter() - start}
+    return LearningRun(run, metrics, persons, seconds)
