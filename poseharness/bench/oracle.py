@@ -210,10 +210,11 @@ def cmd_bench_oracle(args: argparse.Namespace) -> int:
     print(format_oracle_bench(result))
     from ..methods import load_method
 
-    line = published_comparison(result, load_method(args.method).raw.get("speed", {}).get("decode"))
+    published = load_method(args.method).raw.get("speed", {}).get("decode")
+    line = published_comparison(result, published)
     if line:
         print(line)
-        result["published_decode"] = load_method(args.method).raw["speed"]["decode"]
+        result["published_decode"] = published
     if result["decode_checked"]:
         print(f"split decode == module decode on the first {result['decode_checked']} images: "
               f"{result['decode_agree']}/{result['decode_checked']}")
