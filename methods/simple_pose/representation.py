@@ -40,7 +40,8 @@ COCO_L_SHOULDER, COCO_R_SHOULDER = 5, 6
 #: Horizontal mirror of the 18 keypoints: ``flipped[:, k] = original[:, FLIP18[k]]``.
 FLIP18 = (0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16)
 
-#: The 21 CMU-Pose-style parts (a spanning tree rooted at the neck plus the two eye-ear parts of the head).
+#: The 21 CMU-Pose-style parts: 9 parts among neck, nose, eyes and ears (4 more than a tree needs, so 4 loops)
+#: and the 12 limbs. ID 12's "MST" skeleton is not published; this is our reading of it [D].
 PARTS21 = ((1, 0), (1, 14), (1, 15), (1, 16), (1, 17), (0, 14), (0, 15), (14, 16), (15, 17), (1, 2), (2, 3),
            (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13))
 #: The 9 redundant parts that close loops in the skeleton (Table 1 ID 8 vs 12: +0.7 AP) [P, R].
