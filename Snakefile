@@ -212,6 +212,14 @@ def report_files(method: str, table: str) -> list[str]:
     return [f"{REPORTS}/{method}/{table}.html", f"{REPORTS}/{method}/{table}.md"]
 
 
+def table_done(method: str, table: str) -> list[str]:
+    """What a table target asks for: its pages and its own collect job's output. The pages alone would not do:
+    every report job re-renders the whole report, so another table's job leaves this table's pages behind (with
+    "not run" cells), and Snakemake does not rerun a job whose outputs exist because an input upstream is
+    missing. Only this table's collect job writes its ``COLLECTED`` file, after all its records exist."""
+    return report_files(method, table) + [COLLECTED.format(method=method, table=table)]
+
+
 def table_spec(method: str, table: str):
     tables = spec(method).tables()
     if table not in tables:
@@ -353,13 +361,13 @@ for _method, _table in TABLES:
             f"reproduce-{_method}-{_table}"
         localrule: True
         input:
-            report_files(_method, _table),
+            table_done(_method, _table),
 
 
 def _table2(wildcards):
     if "gog" not in METHODS:
         raise WorkflowError("reproduce-table2 is GOG's Table 2, but config methods leaves gog out")
-    return report_files("gog", "table2")
+    return table_done("gog", "table2")
 
 
 rule:
@@ -378,7 +386,7 @@ rule:
         "reproduce-all"
     localrule: True
     input:
-        lambda w: [f for m, t in TABLES if reproducible(m, t) for f in report_files(m, t)],
+        lambda w: [f for m, t in TABLES if reproducible(m, t) for f in table_done(m, t)],
 
 
 rule:
@@ -387,4 +395,4 @@ rule:
         "oracle-all"
     localrule: True
     input:
-        [f for m, t in TABLES if SPECS[m].tables()[t].kind == "oracle" for f in report_files(m, t)],
+        [f for m, t in TABLES if SPECS[m].tables()[t].kind == "oracle" for f in table_done(m, t)],

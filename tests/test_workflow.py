@@ -153,6 +153,21 @@ def test_oracle_all_runs_every_oracle_table_and_trains_nothing(tmp_path):
     assert ("gog", "limbs44_r1", "synthetic-coco") in expected
 
 
+def test_a_table_page_written_by_another_tables_report_job_does_not_mark_its_target_done(tmp_path):
+    # `poseharness report` re-renders every page, so one table's report job leaves the other tables' pages
+    # ("not run" cells) behind. Those pages are the other targets' declared files: the targets must still run
+    # their oracle / prediction jobs, which only a finished collect job of their own table marks as done.
+    for table in ("oracle", "table1"):
+        for page in ("html", "md"):
+            path = tmp_path / "reports" / "simple_pose" / f"{table}.{page}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("not run\n")
+    c = counts(dry_run(tmp_path, "reproduce-simple_pose-oracle"))
+    assert c["oracle"] == 3 and c["collect-simple_pose-oracle"] == 1 and c["report-simple_pose-oracle"] == 1
+    c = counts(dry_run(tmp_path, "reproduce-simple_pose-table1"))
+    assert c["train"] == c["predict"] == len(load_method("simple_pose").tables()["table1"].columns)
+
+
 def test_bad_config_value_is_rejected_with_the_key_and_value(tmp_path):
     proc = snakemake(tmp_path, "-n", "reproduce-table2", "--config", "scale=huge", check=False)
     assert proc.returncode != 0

@@ -1,6 +1,8 @@
 # The report: `poseharness report` renders every paper table (Markdown, HTML, plots) and reports/index.html
 # from results/results.parquet only. One report job per table target, after that table's collect job; it
 # declares the table's own pages (annotated for `snakemake --report`) and rewrites the rest of the report.
+# So a page can exist before its table has run: table targets also ask for the table's collect output
+# (`table_done` in the Snakefile), which only that table's own collect job writes.
 # (The store and report folders reach the CLI as POSEHARNESS_RESULTS / POSEHARNESS_REPORTS, see Snakefile.)
 #
 # `snakemake report` re-collects and re-renders whatever the store holds now (it has no outputs, so it runs
