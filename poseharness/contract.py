@@ -13,6 +13,9 @@ A method is a directory holding ``method.yaml`` (validated by :mod:`poseharness.
 - ``paradigm``: 'bottom-up', 'single-stage' or 'top-down' — the same as ``method.yaml`` says;
 - optionally ``merge_flip(outputs, flipped_outputs, cfg) -> outputs`` for one image: fuses the outputs of an
   image and of its horizontal mirror (the flip test).
+- optionally ``loss_config(cfg, progress) -> cfg``: the config the loss sees at ``progress`` (steps done / all
+  steps, in [0, 1)) of the schedule, for a loss that changes along the training (e.g. plain L2 first, focal
+  L2 after). It is a function of the config and the step only, so a resumed training sees the same losses.
 
 Nothing in the core lists methods by name: a method is found by its directory.
 
@@ -44,7 +47,8 @@ REQUIRED = {
     "decode": "function decode(outputs, cfg) -> (poses (N, K, 3), scores (N,))",
     "paradigm": "string 'bottom-up' | 'single-stage' | 'top-down'",
 }
-OPTIONAL = {"merge_flip": "function merge_flip(outputs, flipped_outputs, cfg) -> outputs (flip test)"}
+OPTIONAL = {"merge_flip": "function merge_flip(outputs, flipped_outputs, cfg) -> outputs (flip test)",
+            "loss_config": "function loss_config(cfg, progress) -> cfg (the loss settings along the schedule)"}
 
 #: The network-input view of each paradigm: whole images, or one crop per person.
 VIEW_OF_PARADIGM = {"bottom-up": "bottom-up", "single-stage": "bottom-up", "top-down": "top-down"}
@@ -104,9 +108,9 @@ def method_module(spec: MethodSpec) -> ModuleType:
     if paradigm != spec.paradigm:
         raise HarnessError(f"{path}: field paradigm: the module says {paradigm!r} but {spec.source} says "
                            f"{spec.paradigm!r}")
-    merge = getattr(module, "merge_flip", None)
-    if merge is not None and not callable(merge):
-        raise HarnessError(f"{path}: merge_flip must be a function ({OPTIONAL['merge_flip']})")
+    for name, what in OPTIONAL.items():
+        if getattr(module, name, None) is not None and not callable(getattr(module, name)):
+            raise HarnessError(f"{path}: {name} must be a function ({what})")
     return module
 
 

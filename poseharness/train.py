@@ -153,9 +153,10 @@ class LRSchedule:
 
 
 def train_step(net: torch.nn.Module, module, batch: dict, cfg: dict, optimizer, scheduler, scaler, use_amp: bool,
-               grad_clip: float | None) -> tuple[Any, dict, torch.Tensor]:
+               grad_clip: float | None, progress: float = 0.0) -> tuple[Any, dict, torch.Tensor]:
     """One optimiser step on a batch already on the device: forward (autocast under AMP), the method's loss in
-    float32, backward through the AMP scaler, optional gradient clipping, Adam, schedule.
+    float32 (with the config of its ``loss_config(cfg, progress)`` where the method has one; progress = steps
+    done / all steps), backward through the AMP scaler, optional gradient clipping, Adam, schedule.
 
     Under AMP a step whose gradients overflow is skipped by the scaler (and the loss may be infinite); without
     AMP the caller checks the returned loss. Returns (float32 outputs, loss terms, their sum).
@@ -163,7 +164,8 @@ def train_step(net: torch.nn.Module, module, batch: dict, cfg: dict, optimizer, 
     with torch.autocast(batch["image"].device.type, dtype=torch.float16, enabled=use_amp):
         outputs = net(batch["image"])
     outputs = as_float(outputs)
-    terms = module.loss(outputs, batch, cfg)
+    loss_config = getattr(module, "loss_config", None)
+    terms = module.loss(outputs, batch, loss_config(cfg, progress) if loss_config is not None else cfg)
     loss = sum(terms.values())
     if not use_amp and not torch.isfinite(loss):
         return outputs, terms, loss          # no update from a non-finite loss; the trainer stops
@@ -346,7 +348,7 @@ def _run(spec, module, training, scale, seed, cfg, cfg_hash, settings, dataset, 
                                 generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
             for batch in loader:
                 outputs, terms, loss = train_step(net, module, to_device(batch, dev), cfg, optimizer, scheduler,
-                                                  scaler, use_amp, settings.grad_clip)
+                                                  scaler, use_amp, settings.grad_clip, progress=step / total)
                 if heads is None:
                     heads = head_layout(outputs)
                 elif head_layout(outputs) != heads:

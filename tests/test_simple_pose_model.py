@@ -357,3 +357,28 @@ def test_predictor_path_decodes_the_last_stack_and_merges_flip():
     assert set(merged) == set(one)
     poses, scores = MOD.decode(merged, cfg)
     assert poses.shape[1:] == (17, 3) and len(scores) == len(poses)
+
+
+def test_focal_trainings_start_with_plain_l2_for_their_l2_first_share():
+    # The paper trains with L2 first, then focal L2: the loss the trainer sees at progress p (steps done / all).
+    cfg = switched(config(), multiscale=False)
+    cfg["loss"]["l2_first"] = 0.5
+    cfg["scale"]["loss"] = {"gamma": 1}                     # a scale's loss override survives both phases
+    pred, gt = loss_case()
+
+    def terms(c):
+        return {k: v.item() for k, v in MOD.loss([{"maps": pred}], {"maps": gt}, c).items()}
+
+    plain = terms({**cfg, "loss": {**cfg["loss"], "focal": False}})
+    focal = terms(cfg)
+    assert plain != focal
+    assert terms(MOD.loss_config(cfg, 0.0)) == plain and terms(MOD.loss_config(cfg, 0.49)) == plain
+    assert MOD.loss_config(cfg, 0.5) is cfg and MOD.loss_config(cfg, 0.99) is cfg
+    assert model_mod.loss_settings(MOD.loss_config(cfg, 0.1))["gamma"] == 1
+    l2 = {**cfg, "loss": {**cfg["loss"], "focal": False}}
+    assert MOD.loss_config(l2, 0.1) is l2                   # L2 trainings are L2 throughout
+    assert MOD.loss_config({**cfg, "loss": {**cfg["loss"], "l2_first": 0.0}}, 0.0)["loss"]["focal"] is True
+    with pytest.raises(HarnessError, match="loss.l2_first"):
+        MOD.loss_config({**cfg, "loss": {**cfg["loss"], "l2_first": 1.0}}, 0.0)
+    # The method's own settings: every focal row of Table 1 starts with plain L2.
+    assert SP.training_config("imhn3_fl2", "tiny")["loss"]["l2_first"] == 0.5

@@ -237,6 +237,20 @@ def test_foreign_and_corrupt_checkpoints_are_refused(env):
         ckpt.load_checkpoint(env / "noheads.pt")
 
 
+def test_loss_config_sees_the_progress_of_the_schedule(env, monkeypatch):
+    # A method's optional loss_config(cfg, progress) gets steps done / all steps before each step's loss (the
+    # step counter a resumed run restores, so a resume sees the same losses).
+    module = method_module(resolve_method(TOY))
+    seen = []
+    monkeypatch.setattr(module, "loss_config", lambda cfg, progress: seen.append(progress) or cfg, raising=False)
+    train_toy(env / "run", steps=2, every=1)
+    assert seen == [0.0, 0.5]
+    seen.clear()
+    run = train(resolve_method(TOY), "base", load_manifest("synthetic-coco"), "tiny", size="tiny", steps=4,
+                checkpoint_every=1, out=env / "run4", progress=False, device="cpu", log=lambda *_: None)
+    assert run.complete and seen == [0.0, 0.25, 0.5, 0.75]
+
+
 def test_dataset_without_the_split(env, tmp_path):
     raw = yaml.safe_load((REPO / "datasets" / "synthetic-coco.yaml").read_text())
     raw["name"] = "valonly"

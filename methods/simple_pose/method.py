@@ -20,7 +20,7 @@ from poseharness.data.sample import Sample
 from poseharness.errors import HarnessError
 
 from .assignment import assign
-from .model import build_model, loss  # noqa: F401  (the method contract: network and loss)
+from .model import build_model, loss, loss_config  # noqa: F401  (the method contract: network and loss)
 from .representation import (
     FLIP18,
     coco_to_internal,

@@ -69,6 +69,21 @@ def loss_settings(cfg: dict) -> dict:
     return deep_merge(cfg.get("loss", {}), cfg.get("scale", {}).get("loss", {}))
 
 
+def loss_config(cfg: dict, progress: float) -> dict:
+    """The config the loss sees at ``progress`` (steps done / all steps) of a training: plain L2 for the first
+    ``loss.l2_first`` share of a focal-L2 schedule, focal L2 after it (the paper trains its IMHNs "with L2 loss
+    first" and then with focal L2 [P]; the share is not published [D]). ``cfg`` itself otherwise."""
+    ls = loss_settings(cfg)
+    share = float(ls.get("l2_first", 0.0))
+    if not 0.0 <= share < 1.0:
+        raise HarnessError(f"methods/simple_pose/method.yaml: field loss.l2_first must be a share of the schedule in "
+                           f"[0, 1), got {share}")
+    if not ls["focal"] or progress >= share:
+        return cfg
+    scale = {k: v for k, v in cfg.get("scale", {}).items() if k != "loss"}
+    return {**cfg, "loss": {**ls, "focal": False}, "scale": scale}
+
+
 def num_scales(settings: dict) -> int:
     """Supervised scales of a ``model:`` setting: order + 1 with ``multiscale``, else 1."""
     return int(settings["order"]) + 1 if settings.get("multiscale", True) else 1
