@@ -217,17 +217,14 @@ def register(sub) -> None:
 
 def cmd_oracle(args) -> int:
     from .data.manifest import load_manifest
+    from .threads import torch_threads
     from .methods import load_method
 
     method = load_method(args.method)
     manifest = load_manifest(args.dataset)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, args.threads))
-    try:
+    with torch_threads(args.threads):
         rows = run_oracle(method, manifest, args.split, args.variants, args.scale, size=args.size, seed=args.seed,
                           progress=not args.quiet, limit=args.limit)
-    finally:
-        torch.set_num_threads(threads)
     oracle_table = next((t for t in method.tables().values() if t.kind == "oracle"), None)
     same_dataset = oracle_table is not None and manifest.name == oracle_table.dataset
     comparable = same_dataset and args.scale == "paper" and not args.limit

@@ -9,7 +9,6 @@ with the official protocol on the val split. Seeds are fixed; on the CPU the tra
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -24,19 +23,10 @@ from poseharness.data import synthetic
 from poseharness.data.manifest import load_manifest_file
 from poseharness.methods import load_method
 from poseharness.predict import predict
+from poseharness.threads import torch_threads
 from poseharness.train import TrainResult, seed_everything, train
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from poseharness.data.sample import Sample
 from poseharness.methods import load_method
 from poseharness.oracle import resolved_config, run_oracle
 from poseharness.store.collect import collect
+from poseharness.threads import torch_threads
 
 from shared_data import CROWDPOSE_VAL, SAMPLES
 
@@ -19,12 +20,10 @@ COCO_SAMPLE = SAMPLES / "mmpose_test_coco.json"
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small per-image maps: one thread is fastest (see `poseharness oracle --threads`)
     monkeypatch.setenv("POSEHARNESS_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("POSEHARNESS_RESULTS", str(tmp_path / "results"))
-    yield tmp_path
-    torch.set_num_threads(threads)
+    with torch_threads(1):  # small per-image maps: one thread is fastest (see `poseharness oracle --threads`)
+        yield tmp_path
 
 
 def place(manifest_name: str, split: str, source: Path) -> Path:
@@ -100,3 +99,12 @@ def test_oracle_on_tiny_synthetic_split(store):
     ap = {r["variant"]: r["metrics"]["AP"] for r in rows}
     assert 0.6 < ap["ours"] <= 1.0
     assert ap["limbs44"] >= ap["ours"] and ap["r1"] >= ap["ours"]
+
+
+def test_torch_threads_sets_the_count_and_restores_it_after_an_error():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with torch_threads(0):                    # at least one thread
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from poseharness.codecs import decode_peaks, encode_heatmaps, local_maxima, peaks_from_upsampled, upsample_maps
 from poseharness.codecs import peaks as peaks_mod
 from poseharness.errors import HarnessError
+from poseharness.threads import torch_threads
 from shared_data import SAMPLES
 
 R = 4
@@ -25,10 +26,8 @@ R = 4
 def one_thread():
     # Results do not depend on the thread count; on a shared 2-core machine one thread avoids OpenMP threads
     # waiting for each other on every small op.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def reference_maxima(up: torch.Tensor, kernel: int = 3) -> torch.Tensor:
