@@ -30,6 +30,12 @@ FORMAT = "poseharness-checkpoint"
 VERSION = 1
 LAST = "last.pt"
 FINAL = "final.pt"
+SNAPSHOTS = "snapshots"         # step-NNNNNN.pt copies kept for learning curves (train --keep-every)
+
+
+def snapshot_name(step: int) -> str:
+    """The file name of the snapshot kept at optimiser step ``step``."""
+    return f"step-{step:06d}.pt"
 
 #: Fields every checkpoint holds, with their Python types.
 FIELDS = {

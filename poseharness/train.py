@@ -215,12 +215,15 @@ def _existing(out_dir: Path, cfg: dict, spec: MethodSpec, training: str, world: 
 def train(spec: MethodSpec, training: str, manifest: Manifest, scale: str, *, seed: int = 0,
           out: str | os.PathLike | None = None, size: str | None = None, data_seed: int | None = None,
           steps: int | None = None, workers: int | None = None, checkpoint_every: int | None = None,
-          device: str = "auto", amp: bool = True, progress: bool = True, log=print) -> TrainResult:
+          keep_every: int | None = None, device: str = "auto", amp: bool = True, progress: bool = True,
+          log=print) -> TrainResult:
     """Train ``spec``'s ``training`` at ``scale`` on the ``train`` split of ``manifest``; resume if possible.
 
     out:              run directory (default ``checkpoints/<method>/<dataset>/<training>/<scale>-seed<N>/``)
     size, data_seed:  which synthetic set; steps: override the schedule's length
     workers, checkpoint_every: override the spec's (they do not change the result)
+    keep_every:       also keep a snapshot ``snapshots/step-NNNNNN.pt`` every this many steps (learning curves,
+                      ``poseharness bench curve``); does not change the result
     device:           auto | cpu | cuda[:N]; amp: use AMP (float16 autocast + GradScaler) on CUDA
     Returns a :class:`TrainResult`. Raises :class:`HarnessError` for bad specs, data or checkpoints.
     """
@@ -237,6 +240,8 @@ def train(spec: MethodSpec, training: str, manifest: Manifest, scale: str, *, se
     every = settings.checkpoint_every if checkpoint_every is None else int(checkpoint_every)
     if every < 1:
         raise HarnessError(f"--checkpoint-every must be a positive integer, got {every}")
+    if keep_every is not None and keep_every < 1:
+        raise HarnessError(f"--keep-every must be a positive integer, got {keep_every}")
     if settings.batch % ddp.world_size:
         raise HarnessError(f"{spec.source}: field scales.{scale}.train.batch: {settings.batch} does not split "
                            f"evenly over {ddp.world_size} processes")
@@ -266,14 +271,15 @@ def train(spec: MethodSpec, training: str, manifest: Manifest, scale: str, *, se
     try:
         with deterministic(dev.type == "cpu"):
             return _run(spec, module, training, scale, seed, cfg, cfg_hash, settings, dataset, per_rank, per_epoch,
-                        total, out_dir, state, state_path, dev, use_amp, ddp, n_workers, every, progress, log)
+                        total, out_dir, state, state_path, dev, use_amp, ddp, n_workers, every, keep_every,
+                        progress, log)
     finally:
         if ddp.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _run(spec, module, training, scale, seed, cfg, cfg_hash, settings, dataset, per_rank, per_epoch, total,
-         out_dir, state, state_path, dev, use_amp, ddp, n_workers, every, progress, log) -> TrainResult:
+         out_dir, state, state_path, dev, use_amp, ddp, n_workers, every, keep_every, progress, log) -> TrainResult:
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     seed_everything(seed)
@@ -312,10 +318,10 @@ def _run(spec, module, training, scale, seed, cfg, cfg_hash, settings, dataset, 
                                  drop_last=True)
     losses: dict[str, float] = dict(state["losses"]) if state is not None else {}
 
-    def save(step: int, complete: bool, elapsed: float) -> Path:
+    def save(step: int, complete: bool, elapsed: float, snapshot: bool = False) -> Path:
         path = out_dir / (ckpt.FINAL if complete else ckpt.LAST)
         if ddp.main:
-            ckpt.save_checkpoint(path, {
+            state = {
                 "format": ckpt.FORMAT, "version": ckpt.VERSION, "complete": complete,
                 "method": spec.name, "method_dir": str(spec.directory.resolve()), "training": training,
                 "scale": scale, "seed": int(seed), "config_json": json.dumps(cfg, sort_keys=True),
@@ -324,7 +330,10 @@ def _run(spec, module, training, scale, seed, cfg, cfg_hash, settings, dataset, 
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if use_amp else {},
                 "rng": ckpt.rng_state(), "seconds": float(elapsed), "losses": dict(losses),
-            })
+            }
+            ckpt.save_checkpoint(path, state)
+            if snapshot:
+                ckpt.save_checkpoint(out_dir / ckpt.SNAPSHOTS / ckpt.snapshot_name(step), state)
             if complete:
                 (out_dir / ckpt.LAST).unlink(missing_ok=True)
         if ddp.enabled:
@@ -362,8 +371,9 @@ def _run(spec, module, training, scale, seed, cfg, cfg_hash, settings, dataset, 
                 losses["total"] = float(loss.detach())
                 bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
                 bar.update(1)
-                if step == total or step % every == 0:
-                    path = save(step, step == total, seconds_before + time.perf_counter() - t0)
+                keep = keep_every is not None and (step % keep_every == 0 or step == total)
+                if step == total or step % every == 0 or keep:
+                    path = save(step, step == total, seconds_before + time.perf_counter() - t0, keep)
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0

@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="override the schedule's length (optimiser steps)")
     p.add_argument("--workers", type=int, help="data-loader processes (default: the spec's)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: the spec's)")
+    p.add_argument("--keep-every", type=int,
+                   help="also keep snapshots/step-NNNNNN.pt every N steps, for `bench curve` (learning curves)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N")
     p.add_argument("--no-amp", action="store_true", help="on CUDA, train in float32 instead of AMP")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -70,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     train(resolve_method(args.method), args.training, resolve_manifest(args.dataset), args.scale, seed=args.seed,
           out=args.out, size=args.size, data_seed=args.data_seed, steps=args.steps, workers=args.workers,
-          checkpoint_every=args.checkpoint_every, device=args.device, amp=not args.no_amp,
+          checkpoint_every=args.checkpoint_every, keep_every=args.keep_every, device=args.device, amp=not args.no_amp,
           progress=not args.quiet)
     return 0
 

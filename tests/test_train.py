@@ -310,3 +310,32 @@ def test_bench_train_measures_the_trainer_step(env):
     assert "paper" in format_bench([row])
     args = build_parser().parse_args(["bench", "train", "--method", str(TOY), "--scale", "tiny"])
     assert args.func.__name__ == "cmd_bench_train" and args.scales == ["tiny"]
+
+
+def test_keep_every_keeps_snapshots_that_bench_curve_scores(env, capsys):
+    """``keep_every`` keeps a snapshot at every multiple and at the end, identical to the run's own checkpoints,
+    without changing the result; ``bench curve`` scores each one (a learning curve)."""
+    from poseharness.bench.curve import curve_rows, snapshots
+
+    out = env / "run"
+    run = train(resolve_method(TOY), "base", load_manifest("synthetic-coco"), "tiny", size="tiny", steps=5,
+                keep_every=2, out=out, progress=False, device="cpu", log=lambda *_: None)
+    kept = snapshots(out)
+    assert [p.name for p in kept] == ["step-000002.pt", "step-000004.pt", "step-000005.pt"]
+    final = torch.load(run.checkpoint, weights_only=True)
+    last = torch.load(kept[-1], weights_only=True)
+    assert last["step"] == 5 and all(torch.equal(final["model"][k], last["model"][k]) for k in final["model"])
+    plain = train(resolve_method(TOY), "base", load_manifest("synthetic-coco"), "tiny", size="tiny", steps=5,
+                  out=env / "plain", progress=False, device="cpu", log=lambda *_: None)
+    plain_state = torch.load(plain.checkpoint, weights_only=True)
+    assert all(torch.equal(final["model"][k], plain_state["model"][k]) for k in final["model"])
+
+    rows = curve_rows(out, ["top1", "none"], load_manifest("synthetic-coco"), "val", threads=2)
+    assert [(r["step"], r["variant"]) for r in rows] == [(s, v) for s in (2, 4, 5) for v in ("top1", "none")]
+    assert all(r["cpu_minutes"] == pytest.approx(r["seconds"] * 2 / 60) for r in rows)
+    assert all(r["persons"] == 0 and r["AP"] == 0 for r in rows if r["variant"] == "none")
+    with pytest.raises(HarnessError, match=r"plain/snapshots: no snapshots \(train with --keep-every"):
+        snapshots(env / "plain")
+    with pytest.raises(HarnessError, match="--keep-every must be a positive integer"):
+        train(resolve_method(TOY), "base", load_manifest("synthetic-coco"), "tiny", size="tiny", steps=5,
+              keep_every=0, out=env / "zero", progress=False, device="cpu")

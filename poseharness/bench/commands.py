@@ -6,7 +6,8 @@ perturbed into predictions) and checks that they give the same figures (exit sta
 
 ``poseharness bench decode`` times GOG's decoding per image (fast and full peak decoding, guides, grouping,
 a plain-loop grouping) at the paper's inference size (:mod:`.decode`); ``poseharness bench oracle`` times each
-stage of one oracle variant over a whole split (:mod:`.oracle`).
+stage of one oracle variant over a whole split (:mod:`.oracle`); ``poseharness bench curve RUN_DIR`` scores the
+snapshots of a training (a learning curve, :mod:`.curve`).
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_decode(verbs)
     from .oracle import register as register_oracle    # bench oracle
     register_oracle(verbs)
+    from .curve import register as register_curve      # bench curve
+    register_curve(verbs)
 
 
 def _ground_truth(args: argparse.Namespace) -> tuple[Path, str, dict]:
