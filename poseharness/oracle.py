@@ -23,7 +23,7 @@ from .data.augment import affine_points, bottom_up_affine, invert_affine, transf
 from .data.loader import load_samples
 from .data.manifest import Manifest
 from .errors import HarnessError
-from .eval.evaluate import evaluate, evaluator_info
+from .eval.evaluate import evaluate_for_record, evaluator_info
 from .eval.results import write_results
 from .io import file_digest
 from .methods import MethodSpec
@@ -160,7 +160,7 @@ def run_oracle(method: MethodSpec, manifest: Manifest, split: str, variants: Ite
         scored_gt = gt_path if limit is None else subset_ground_truth(
             gt_path, run.first_ids, pred.with_name(pred.stem + ".gt.json"))
         t0 = time.perf_counter()
-        metrics = evaluate(pred, scored_gt, manifest.protocol)
+        metrics, extra = evaluate_for_record(pred, scored_gt, manifest.protocol, intervals=write)
         t_eval = time.perf_counter() - t0
         stage_times = {"encode": share, "decode": run.seconds_decode, "evaluate": t_eval}
         record_path = None
@@ -171,7 +171,7 @@ def run_oracle(method: MethodSpec, manifest: Manifest, split: str, variants: Ite
             record = RunRecord.new(
                 kind="oracle", dataset=manifest.name, split=split, method=method.name, variant=run.variant,
                 scale=scale, seed=run_seed, metrics=metrics, config=config, dataset_kind=manifest.kind,
-                timings=stage_times, predictions={"path": str(pred), "sha256": file_digest(pred)})
+                timings=stage_times, predictions={"path": str(pred), "sha256": file_digest(pred)}, **extra)
             record_path = write_record(record, store_root)
         out.append({"variant": run.variant, "metrics": metrics, "record": record_path, "timings": stage_times,
                     "persons": int(len(ids))})

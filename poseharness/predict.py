@@ -25,7 +25,7 @@ from .contract import dataset_config, final_outputs, input_sizes, method_module,
 from .data.loader import PoseDataset, collate
 from .data.manifest import Manifest
 from .errors import HarnessError
-from .eval.evaluate import evaluate, evaluator_info
+from .eval.evaluate import evaluate_for_record, evaluator_info
 from .eval.results import write_results
 from .io import file_digest
 from .methods import MethodSpec, deep_merge, load_method
@@ -163,7 +163,7 @@ def predict(checkpoint: str | os.PathLike, variant: str, manifest: Manifest, spl
     if limit is not None:
         gt_path = subset_ground_truth(gt_path, seen_images, pred.with_name(pred.stem + ".gt.json"))
     t0 = time.perf_counter()
-    metrics = evaluate(pred, gt_path, manifest.protocol)
+    metrics, extra = evaluate_for_record(pred, gt_path, manifest.protocol, intervals=write)
     t_eval = time.perf_counter() - t0
 
     record_cfg = dict(cfg)
@@ -186,7 +186,7 @@ def predict(checkpoint: str | os.PathLike, variant: str, manifest: Manifest, spl
         record = RunRecord.new(
             kind="trained", dataset=manifest.name, split=split, method=spec.name, variant=variant, scale=scale,
             seed=seed, metrics=metrics, config=record_cfg, dataset_kind=manifest.kind, timings=timings,
-            predictions={"path": str(pred), "sha256": file_digest(pred)})
+            predictions={"path": str(pred), "sha256": file_digest(pred)}, **extra)
         record_path = write_record(record, store_root)
     return {"metrics": metrics, "predictions": pred, "record": record_path, "timings": timings,
             "persons": int(len(image_ids)), "images": len(seen_images), "config": record_cfg}

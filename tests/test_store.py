@@ -22,7 +22,8 @@ from poseharness.errors import HarnessError
 from poseharness.io import write_json_atomic
 from poseharness.provenance import code_version, config_hash, package_versions
 from poseharness.store import (RunRecord, collect, comparable_to_paper, iter_record_paths,
-                               load_table, read_record, record_path, temp_files, write_record)
+                               load_table, metric_columns, read_record, record_path, temp_files,
+                               write_record)
 from poseharness.store import commands
 
 SHA = "ab" * 32
@@ -183,6 +184,13 @@ def _bad(mutate):
     ("run_id", lambda d: d.update(run_id="r1")),
     ("hardware", lambda d: d.pop("hardware")),
     ("extra", lambda d: d.update(extra=1)),
+    ("intervals.AP", lambda d: d.update(intervals={"AP": [0.6, 0.4]})),           # lo > hi
+    ("intervals.AP", lambda d: d.update(intervals={"AP": [0.4, float("inf")]})),
+    ("intervals.AP", lambda d: d.update(intervals={"AP": [0.4]})),
+    ("intervals.AP50", lambda d: d.update(intervals={"AP50": [0.4, 0.6]})),        # no such metric
+    ("intervals", lambda d: d.update(intervals=[0.4, 0.6])),
+    ("matches", lambda d: d.update(matches="")),
+    ("metrics.AP_lo", lambda d: d["metrics"].update(AP_lo=0.4)),                 # the name of a column
 ])
 def test_validation_names_file_and_field(field, mutate):
     with pytest.raises(HarnessError) as info:
@@ -190,6 +198,17 @@ def test_validation_names_file_and_field(field, mutate):
     message = str(info.value)
     assert "some-record.json" in message
     assert f"[field {field}]" in message
+
+
+def test_intervals_and_matches_round_trip_and_old_records_without_them_load():
+    record = make(intervals={"AP": (0.4, 0.6), "AR": [0.5, 0.7]}, matches="runs/x/preds.matches.npz")
+    assert record.intervals == {"AP": [0.4, 0.6], "AR": [0.5, 0.7]}
+    assert RunRecord.from_dict(json.loads(json.dumps(record.to_dict())), source="x.json") == record
+    old = make().to_dict()
+    assert old["intervals"] is None and old["matches"] is None
+    del old["intervals"], old["matches"]                         # written before these fields existed
+    again = RunRecord.from_dict(old, source="old.json")
+    assert again.intervals is None and again.matches is None
 
 
 def test_minus_one_metric_and_speed_without_predictions_are_valid():
@@ -427,6 +446,19 @@ def test_parquet_and_csv_hold_the_same_rows(tmp_path):
     assert parquet["dirty"].isna().tolist() == [True, False, False]
     assert parquet["dirty"].dtype == "boolean" and not parquet["dirty"].iloc[1]
     assert parquet.loc[1, "ms_per_image"] == 7.5 and math.isnan(parquet.loc[0, "ms_per_image"])
+
+
+def test_collect_adds_interval_and_matches_columns(tmp_path):
+    write_record(make(intervals={"AP": [0.4, 0.6]}, matches="p/x.matches.npz"), tmp_path)
+    write_record(make(method="old"), tmp_path)                    # no intervals
+    table = load_table(collect(tmp_path).root).set_index("method")
+    assert list(table.columns[6:12]) == ["AP", "AP (M)", "AR", "AP_lo", "AP_hi", "AP (M)_lo"]
+    assert (table.loc["gog", "AP_lo"], table.loc["gog", "AP_hi"]) == (0.4, 0.6)
+    assert math.isnan(table.loc["gog", "AR_lo"]) and math.isnan(table.loc["old", "AP_lo"])
+    assert table.loc["gog", "matches"] == "p/x.matches.npz" and pd.isna(table.loc["old", "matches"])
+    assert metric_columns(table) == ["AP", "AP (M)", "AR"]
+    csv = pd.read_csv(tmp_path / "results.csv")
+    assert list(csv.columns) == list(load_table(tmp_path).columns) and csv["AP_hi"].tolist()[0] == 0.6
 
 
 def test_collect_of_an_empty_store_writes_an_empty_table(tmp_path):

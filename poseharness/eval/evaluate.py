@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HarnessError
+from .bootstrap import Matches, matches_path, record_intervals
 from .protocols import Protocol, get_protocol
 from .results import MIN_CONFIDENCE, read_results
 from ..io import read_json
@@ -45,7 +46,8 @@ def evaluate(
     protocol: str,
     *,
     results_name: str | None = None,
-) -> dict[str, float]:
+    matches: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], Matches]:
     """Official keypoint figures of ``results`` against the annotation file ``gt_path``.
 
     results:      a results list (``results.results_records``) or the path of a results JSON file
@@ -55,6 +57,9 @@ def evaluate(
                   or ``ochuman`` (xtcocotools ``keypoints`` with ``use_area``: OCHuman persons' ``area`` is
                   their box area w·h, so that is the OKS scale); see ``protocols.py``
     results_name: what to call the results in error messages (default: the path, or ``<results>``)
+    matches:      also return the per-detection matching of this evaluation (``bootstrap.Matches``, read from
+                  the same ``COCOeval`` object, no second evaluation), from which ``bootstrap`` recomputes
+                  every stat under resampled images; the return value is then ``(stats, matches)``
 
     Returns the library's ``stats`` by name, in its order (fractions in [0, 1]; −1 = no GT in range):
     coco and ochuman ``AP AP50 AP75 APm APl AR AR50 AR75 ARm ARl``; crowdpose
@@ -79,10 +84,23 @@ def evaluate(
     )
     with contextlib.redirect_stdout(io.StringIO()):
         if proto.library == "pycocotools":
-            stats = _run_pycocotools(proto, gt_data, clean)
+            stats, found = _run_pycocotools(proto, gt_data, clean, matches)
         else:
-            stats = _run_xtcocotools(proto, Path(gt_path), gt_data, clean)
-    return {name: float(value) for name, value in zip(proto.stat_names, stats, strict=True)}
+            stats, found = _run_xtcocotools(proto, Path(gt_path), gt_data, clean, matches)
+    named = {name: float(value) for name, value in zip(proto.stat_names, stats, strict=True)}
+    return (named, found) if matches else named
+
+
+def evaluate_for_record(predictions: str | os.PathLike, gt_path: str | os.PathLike, protocol: str, *,
+                        intervals: bool = True, n: int = 1000, seed: int = 0) -> tuple[dict[str, float], dict]:
+    """``evaluate`` a predictions file for a run record. With ``intervals``, also save its matches beside it
+    (``<name>.matches.npz``) and return, as the record's extra fields, ``{'intervals': {metric: [lo, hi]}
+    (95 % bootstrap over the images, ``n`` resamples, ``seed``), 'matches': path}``; else ``{}``."""
+    if not intervals:
+        return evaluate(predictions, gt_path, protocol), {}
+    metrics, found = evaluate(predictions, gt_path, protocol, matches=True)
+    path = found.save(matches_path(predictions))
+    return metrics, {"intervals": record_intervals(found, n=n, seed=seed), "matches": str(path)}
 
 
 def evaluator_info(protocol: str) -> dict[str, Any]:
@@ -98,7 +116,7 @@ def evaluator_info(protocol: str) -> dict[str, Any]:
     }
 
 
-def _run_pycocotools(proto: Protocol, gt_data: dict, records: list[dict]):
+def _run_pycocotools(proto: Protocol, gt_data: dict, records: list[dict], matches: bool):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -115,12 +133,13 @@ def _run_pycocotools(proto: Protocol, gt_data: dict, records: list[dict]):
     ev = COCOeval(gt, dt, proto.iou_type)
     ev.params.kpt_oks_sigmas = proto.schema.sigmas_array
     ev.evaluate()
+    found = Matches.from_cocoeval(ev, proto.name, gt_data) if matches else None
     ev.accumulate()
     ev.summarize()
-    return ev.stats
+    return ev.stats, found
 
 
-def _run_xtcocotools(proto: Protocol, gt_path: Path, gt_data: dict, records: list[dict]):
+def _run_xtcocotools(proto: Protocol, gt_path: Path, gt_data: dict, records: list[dict], matches: bool):
     from xtcocotools.coco import COCO
     from xtcocotools.cocoeval import COCOeval
 
@@ -130,9 +149,11 @@ def _run_xtcocotools(proto: Protocol, gt_path: Path, gt_data: dict, records: lis
     ev = COCOeval(gt, dt, proto.iou_type, sigmas=proto.schema.sigmas_array, use_area=proto.use_area)
     ev.params.useSegm = None   # as MMPose sets it (None is also the default: keypoint evaluation)
     ev.evaluate()
+    # Read before summarize: the crowd protocol's summarize re-runs evaluate on the easy/medium/hard subsets.
+    found = Matches.from_cocoeval(ev, proto.name, gt_data) if matches else None
     ev.accumulate()
     ev.summarize()
-    return ev.stats
+    return ev.stats, found
 
 
 def _scoreable(record: dict) -> dict:

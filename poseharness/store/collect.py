@@ -9,13 +9,16 @@ Columns, in order:
 
 - the key: ``kind dataset split method variant scale seed``
 - one column per metric under its plain name (``AP``, ``AP .5``, ...; empty where a row lacks it)
+- ``<metric>_lo <metric>_hi`` for every metric, in metric order: its 95 % bootstrap interval over the images
+  (the record's ``intervals``; empty where a row has none, e.g. records written before intervals existed)
 - one column per timed stage, ``time/<stage>``, in seconds
 - ``dataset_kind synthetic tiny comparable_to_paper`` (derived labels), ``labels`` (all labels, JSON)
 - ``commit dirty describe config_hash hardware`` (one-line summary) ``versions`` (JSON)
 - ``created run_id predictions predictions_sha256 records_for_key record`` (file, relative to root)
-  ``schema_version``
+  ``schema_version matches`` (the matches file the intervals come from; empty where none)
 
-A metric may not take a name of these columns or start with ``time/`` (records are validated for it).
+A metric may not take a name of these columns, start with ``time/`` or end with ``_lo`` / ``_hi`` (records
+are validated for it).
 pandas and pyarrow are imported only here, so processes that merely write records stay light.
 """
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 from ..errors import HarnessError
 from ..io import atomic_path
 from ..provenance import hardware_summary
-from .record import DERIVED_LABELS, KEY_FIELDS, RESERVED_COLUMNS, TIMING_PREFIX, RunRecord
+from .record import DERIVED_LABELS, INTERVAL_SUFFIXES, KEY_FIELDS, RESERVED_COLUMNS, TIMING_PREFIX, RunRecord
 from .store import iter_record_paths, read_record, record_path, store_root, temp_files
 
 PARQUET_NAME = "results.parquet"
@@ -37,7 +40,7 @@ CSV_NAME = "results.csv"
 PROVENANCE_COLUMNS = (
     *DERIVED_LABELS, "labels", "commit", "dirty", "describe", "config_hash", "hardware", "versions",
     "created", "run_id", "predictions", "predictions_sha256", "records_for_key", "record",
-    "schema_version",
+    "schema_version", "matches",
 )
 
 
@@ -94,6 +97,8 @@ def _require_pyarrow() -> None:
 def _row(record: RunRecord, path: Path, root: Path, count: int) -> dict[str, Any]:
     row: dict[str, Any] = {name: getattr(record, name) for name in KEY_FIELDS}
     row.update(record.metrics)
+    for name, (lo, hi) in (record.intervals or {}).items():
+        row[f"{name}_lo"], row[f"{name}_hi"] = lo, hi
     row.update({f"{TIMING_PREFIX}{stage}": seconds for stage, seconds in record.timings.items()})
     row.update({name: record.labels[name] for name in DERIVED_LABELS})
     predictions = record.predictions or {}
@@ -112,6 +117,7 @@ def _row(record: RunRecord, path: Path, root: Path, count: int) -> dict[str, Any
         records_for_key=count,
         record=str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
         schema_version=record.schema_version,
+        matches=record.matches,
     )
     return row
 
@@ -123,17 +129,18 @@ def _table(rows: list[dict[str, Any]]):
     timing_names: list[str] = []
     for row in rows:
         for name in row:
-            if name in RESERVED_COLUMNS:
+            if name in RESERVED_COLUMNS or name.endswith(INTERVAL_SUFFIXES):
                 continue
             target = timing_names if name.startswith(TIMING_PREFIX) else metric_names
             if name not in target:
                 target.append(name)
-    columns = [*KEY_FIELDS, *metric_names, *timing_names, *PROVENANCE_COLUMNS]
+    bounds = [f"{m}{suffix}" for m in metric_names for suffix in INTERVAL_SUFFIXES]
+    columns = [*KEY_FIELDS, *metric_names, *bounds, *timing_names, *PROVENANCE_COLUMNS]
     df = pd.DataFrame(rows, columns=columns)
     df["seed"] = df["seed"].astype("int64")
     df["records_for_key"] = df["records_for_key"].astype("int64")
     df["schema_version"] = df["schema_version"].astype("int64")
-    for name in [*metric_names, *timing_names]:
+    for name in [*metric_names, *bounds, *timing_names]:
         df[name] = df[name].astype("float64")
     for name in ("synthetic", "tiny", "comparable_to_paper"):
         df[name] = df[name].astype("bool")
@@ -192,5 +199,6 @@ def load_table(root: str | os.PathLike | None = None):
 
 
 def metric_columns(df) -> list[str]:
-    """The metric columns of a collected table, in table order."""
-    return [c for c in df.columns if c not in RESERVED_COLUMNS and not c.startswith(TIMING_PREFIX)]
+    """The metric columns of a collected table, in table order (not their ``_lo`` / ``_hi`` interval columns)."""
+    return [c for c in df.columns if c not in RESERVED_COLUMNS and not c.startswith(TIMING_PREFIX)
+            and not c.endswith(INTERVAL_SUFFIXES)]

@@ -28,9 +28,13 @@ DERIVED_LABELS = ("dataset_kind", "synthetic", "tiny", "comparable_to_paper")
 RESERVED_COLUMNS = frozenset(KEY_FIELDS) | frozenset({
     "created", "run_id", "commit", "dirty", "describe", "config_hash", "hardware", "versions",
     "labels", "predictions", "predictions_sha256", "record", "records_for_key", "schema_version",
-    *DERIVED_LABELS,
+    "matches", *DERIVED_LABELS,
 })
 TIMING_PREFIX = "time/"
+# A metric's bootstrap interval becomes the columns <metric>_lo and <metric>_hi; no metric may end so.
+INTERVAL_SUFFIXES = ("_lo", "_hi")
+# Fields added after version 1 was fixed: a record written before them still loads (they are then None).
+OPTIONAL_FIELDS = ("intervals", "matches")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")   # key parts become directory names
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
@@ -82,6 +86,9 @@ class RunRecord:
     Fields (units): ``metrics`` name -> value (AP etc. in [0, 1], or -1 for COCO's "no GT in range";
     speed records in their own units, e.g. ``ms_per_image``); ``timings`` stage -> wall seconds;
     ``predictions`` ``{'path', 'sha256'}`` of the COCO results JSON (None only for speed);
+    ``intervals`` metric -> ``[lo, hi]``, its 95 % bootstrap interval over the images (same units as the
+    metric; see ``poseharness.eval.bootstrap``), None for records without; ``matches`` the path of the saved
+    per-detection matching the intervals come from (``<predictions>.matches.npz``), or None;
     ``created`` UTC ISO 8601; ``run_id`` 32 hex digits, unique per record.
     """
 
@@ -102,6 +109,8 @@ class RunRecord:
     predictions: dict[str, str] | None
     created: str
     labels: dict[str, Any]
+    intervals: dict[str, list[float]] | None = None
+    matches: str | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     schema_version: int = SCHEMA_VERSION
 
@@ -110,12 +119,14 @@ class RunRecord:
             seed: int, metrics: dict[str, float], config: dict[str, Any],
             dataset_kind: str | None = None, timings: dict[str, float] | None = None,
             predictions: dict[str, str] | None = None, labels: dict[str, Any] | None = None,
-            prov: dict[str, Any] | None = None, created: str | None = None) -> "RunRecord":
+            prov: dict[str, Any] | None = None, created: str | None = None,
+            intervals: dict[str, Any] | None = None, matches: str | None = None) -> "RunRecord":
         """A validated record stamped now, with provenance of this process and checkout.
 
         ``dataset_kind`` ('real' | 'synthetic') defaults to the kind in the dataset's manifest;
-        ``labels`` adds free labels to the derived ones; ``prov`` (from :func:`provenance`) lets a
-        job capture the code state when it starts rather than when it finishes.
+        ``labels`` adds free labels to the derived ones; ``intervals`` / ``matches`` as in the class doc;
+        ``prov`` (from :func:`provenance`) lets a job capture the code state when it starts rather than
+        when it finishes.
         """
         if dataset_kind is None:
             from ..data.manifest import load_manifest  # only when the caller did not say
@@ -133,6 +144,9 @@ class RunRecord:
             predictions=dict(predictions) if predictions is not None else None,
             created=created or utc_now(),
             labels={**(labels or {}), **derived_labels(dataset_kind, scale)},
+            intervals=None if intervals is None else {
+                k: list(v) if isinstance(v, (list, tuple)) else v for k, v in intervals.items()},
+            matches=None if matches is None else str(matches),
         )
         record.validate()
         return record
@@ -156,11 +170,11 @@ class RunRecord:
             raise HarnessError(f"{source}: a record must be a JSON object, got {type(raw).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(raw) - set(names))
-        missing = [n for n in names if n not in raw]
+        missing = [n for n in names if n not in raw and n not in OPTIONAL_FIELDS]
         problems = [(n, "unknown field") for n in unknown] + [(n, "missing") for n in missing]
         if problems:
             raise HarnessError(_format(source, problems))
-        record = cls(**{n: raw[n] for n in names})
+        record = cls(**{n: raw[n] for n in names if n in raw})
         record.validate(source)
         return record
 
@@ -193,6 +207,26 @@ def _check_number_map(name: str, value: Any, problems: list, *, nonnegative: boo
             problems.append((f"{name}.{key}", f"must be >= 0, got {number}"))
 
 
+def _check_intervals(r: RunRecord, problems: list) -> None:
+    """``intervals``: null, or metric (one of ``metrics``) -> [lo, hi], finite numbers with lo <= hi."""
+    if r.intervals is None:
+        return
+    if not isinstance(r.intervals, dict):
+        problems.append(("intervals", f"must be null or an object of metric -> [lo, hi], "
+                                      f"got {type(r.intervals).__name__}"))
+        return
+    for name, bounds in r.intervals.items():
+        where_ = f"intervals.{name}"
+        if not isinstance(r.metrics, dict) or name not in r.metrics:
+            problems.append((where_, "names no metric of this record"))
+        elif not isinstance(bounds, list) or len(bounds) != 2 or not all(_is_number(x) for x in bounds):
+            problems.append((where_, f"must be [lo, hi], two numbers, got {bounds!r}"))
+        elif not all(math.isfinite(x) for x in bounds):
+            problems.append((where_, f"must be finite, got {bounds}"))
+        elif bounds[0] > bounds[1]:
+            problems.append((where_, f"lo must be <= hi, got {bounds}"))
+
+
 def _problems(r: RunRecord) -> list[tuple[str, str]]:
     """Every (field, problem) of ``r``; empty when the record is sound."""
     p: list[tuple[str, str]] = []
@@ -214,9 +248,13 @@ def _problems(r: RunRecord) -> list[tuple[str, str]]:
         if not r.metrics:
             p.append(("metrics", "must hold at least one metric"))
         for name in r.metrics:
-            if isinstance(name, str) and (name in RESERVED_COLUMNS or name.startswith(TIMING_PREFIX)):
+            if isinstance(name, str) and (name in RESERVED_COLUMNS or name.startswith(TIMING_PREFIX)
+                                          or name.endswith(INTERVAL_SUFFIXES)):
                 p.append((f"metrics.{name}", "name is reserved for a column of the results table"))
     _check_number_map("timings", r.timings, p, nonnegative=True)
+    _check_intervals(r, p)
+    if r.matches is not None and (not isinstance(r.matches, str) or not r.matches):
+        p.append(("matches", f"must be null or the path of the matches file, got {r.matches!r}"))
 
     if not isinstance(r.config, dict):
         p.append(("config", f"must be an object, got {type(r.config).__name__}"))
