@@ -36,6 +36,34 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """One comparison the paper draws from a table, as data (``claims:`` in method.yaml).
+
+    ``kind`` ``better``: variant ``a`` beats variant ``b`` on ``metric``; ``kind`` ``same``: ``a`` and
+    ``b`` differ by at most ``margin`` percentage points (AP points). ``says`` quotes the paper briefly.
+    The tested difference is always ``a - b``.
+    """
+
+    kind: str                    # better | same
+    a: str                       # the better variant, or the first of the pair
+    b: str                       # the worse variant, or the second of the pair
+    metric: str
+    says: str
+    margin: float | None = None  # percentage points; same claims only
+
+    @property
+    def variants(self) -> tuple[str, str]:
+        return (self.a, self.b)
+
+    def describe(self, label=None) -> str:
+        """``'ours > qnt'`` or ``'ours ≈ ours_ro (±0.5)'``; ``label`` maps a variant to its label."""
+        name = label or (lambda v: v)
+        if self.kind == "better":
+            return f"{name(self.a)} > {name(self.b)}"
+        return f"{name(self.a)} ≈ {name(self.b)} (±{self.margin:g})"
+
+
+@dataclass(frozen=True)
 class TableSpec:
     name: str
     caption: str
@@ -47,6 +75,7 @@ class TableSpec:
     paper: dict[str, dict[str, float | None]]
     cited: dict[str, dict[str, float | None]] = field(default_factory=dict)
     notes: str = ""
+    claims: tuple[Claim, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,7 +135,8 @@ class MethodSpec:
             out[name] = TableSpec(
                 name=name, caption=t["caption"], kind=t.get("kind", "trained"), dataset=t["dataset"],
                 split=t.get("split", "val"), metrics=metrics, columns=tuple(t.get("columns", t["paper"])),
-                paper=norm(t["paper"]), cited=norm(t.get("cited", {})), notes=t.get("notes", ""))
+                paper=norm(t["paper"]), cited=norm(t.get("cited", {})), notes=t.get("notes", ""),
+                claims=tuple(_claim(c, metrics) for c in t.get("claims", ())))
         return out
 
     @functools.cached_property
@@ -127,6 +157,51 @@ class MethodSpec:
         sys.modules[mod_name] = module
         spec.loader.exec_module(module)
         return module
+
+
+def _claim(raw: dict, metrics: tuple[str, ...]) -> Claim:
+    """A validated ``claims:`` entry (see :func:`_check_claims`) as a :class:`Claim`."""
+    if "same" in raw:
+        a, b = raw["same"]
+        return Claim(kind="same", a=a, b=b, metric=raw.get("metric", metrics[0]), says=raw["says"],
+                     margin=float(raw["margin"]))
+    return Claim(kind="better", a=raw["better"], b=raw["worse"], metric=raw.get("metric", metrics[0]),
+                 says=raw["says"])
+
+
+def _check_claims(source: Path, tname: str, table: dict) -> None:
+    """What the schema cannot say about a table's claims: their form, and that they name its columns
+    and metrics. Each error names the file, the table, the claim (index) and the key."""
+    columns = list(table.get("columns", table["paper"]))
+    metrics = list(table["metrics"])
+    for i, c in enumerate(table.get("claims", [])):
+        where = f"{source}: field tables.{tname}.claims[{i}]"
+        if "same" in c:
+            extra = [k for k in ("better", "worse") if k in c]
+            if extra:
+                raise HarnessError(f"{where}: a 'same' claim takes no {' or '.join(map(repr, extra))}")
+            if "margin" not in c:
+                raise HarnessError(f"{where}: a 'same' claim needs 'margin' (AP points)")
+            if c["same"][0] == c["same"][1]:
+                raise HarnessError(f"{where}.same: names {c['same'][0]!r} twice")
+            named = [("same", v) for v in c["same"]]
+        else:
+            missing = [k for k in ("better", "worse") if k not in c]
+            if missing:
+                raise HarnessError(f"{where}: a claim needs 'better' and 'worse', or 'same' and 'margin'; "
+                                   f"missing {' and '.join(map(repr, missing))}")
+            if "margin" in c:
+                raise HarnessError(f"{where}.margin: only a 'same' claim takes a margin")
+            if c["better"] == c["worse"]:
+                raise HarnessError(f"{where}: better and worse are both {c['better']!r}")
+            named = [("better", c["better"]), ("worse", c["worse"])]
+        for key, variant in named:
+            if variant not in columns:
+                raise HarnessError(f"{where}.{key}: variant {variant!r} is not a column of table {tname} "
+                                   f"(columns: {', '.join(columns) or 'none'})")
+        if "metric" in c and c["metric"] not in metrics:
+            raise HarnessError(f"{where}.metric: {c['metric']!r} is not a metric of table {tname} "
+                               f"(metrics: {', '.join(metrics)})")
 
 
 @functools.cache
@@ -153,6 +228,7 @@ def parse_method(raw: Any, source: Path) -> MethodSpec:
         for col in list(t.get("columns", [])) + list(t["paper"]):
             if col not in raw["variants"]:
                 raise HarnessError(f"{source}: field tables.{tname}: unknown variant {col!r}")
+        _check_claims(source, tname, t)
     return MethodSpec(name=raw["name"], directory=source.parent, paradigm=raw["paradigm"], raw=raw)
 
 

@@ -15,6 +15,10 @@ def test_every_method_loads_and_resolves():
                 assert cfg["variant"] == v and cfg["method"] == name and "decode" in cfg
         for t in m.tables().values():
             assert set(t.paper) <= set(m.variants)
+            # Every claim names columns and a metric of its own table (checked when the file is loaded).
+            for c in t.claims:
+                assert {c.a, c.b} <= set(t.columns) and c.metric in t.metrics and c.says
+                assert c.kind in ("better", "same") and (c.margin is not None) == (c.kind == "same")
 
 
 def test_gog_variant_configs():
@@ -28,6 +32,13 @@ def test_gog_variant_configs():
     assert "decode" not in m.training_config("precise", "tiny")
     assert m.tables()["table2"].paper["ours"] == {"AP": 64.4}
     assert m.tables()["oracle"].paper["limbs44"] == {"AP": 91.0}
+    # Table 2's claims: four "better" comparisons and one "same within 0.5 AP points"; metric defaults to AP.
+    claims = m.tables()["table2"].claims
+    assert [(c.kind, c.a, c.b, c.metric, c.margin) for c in claims] == [
+        ("better", "ours", "qnt", "AP", None), ("better", "ours", "dark", "AP", None),
+        ("better", "qnt_ro", "qnt", "AP", None), ("better", "ours", "ours_bilinear", "AP", None),
+        ("same", "ours", "ours_ro", "AP", 0.5)]
+    assert m.tables()["oracle"].claims == ()
 
 
 def test_deep_merge():

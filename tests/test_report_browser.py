@@ -5,8 +5,11 @@ scale tiny (real :class:`RunRecord`s through the helper of ``test_report``), fol
 ``collect`` and rendered by ``poseharness report``. Chromium then opens ``index.html`` from the file
 system with name resolution switched off (any network fetch fails), the Table 2 link is followed as the
 index's DOM gives it, and the assertions read what the browser built: the six reproduced figures as the
-report formats them, the six published ones, the dataset and scale, the "not comparable" labelling, and
-that nothing is fetched from the network. A screenshot proves the page and its figure are painted.
+report formats them, the six published ones, the dataset and scale, the "not comparable" labelling, each
+figure's interval / seeds / oracle bound / share cells (these records are of the kind without matches
+files or oracle records, so "no interval" and "no bound"), the paper's five claims with their verdicts and
+Kendall's τ, and that nothing is fetched from the network. A screenshot proves the page and its figure
+are painted.
 
 Skipped only when no Chromium binary is on PATH (``.ci/run`` installs Debian's ``chromium``).
 """
@@ -33,7 +36,8 @@ from test_report import BANNER, Page, _record
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 CALL_TIMEOUT_S = 60
-WINDOW = (1280, 1600)
+# Tall enough to hold the table, the claims below it, the footnotes and the figure under them.
+WINDOW = (1280, 2400)
 DATASET, SCALE = "synthetic-coco", "tiny"
 # Table 2's columns in the paper's order: AP of the record (fraction) and the figure the report prints
 # for it (percent, one decimal), worked by hand; no value sits on a rounding boundary.
@@ -250,6 +254,34 @@ def test_table2_dom_has_six_reproduced_and_six_published_figures(rendered):
         assert cell["attrs"]["data-value"] == f"{100 * ap:.4f}"
         assert page.value(where, "published", variant) == PUBLISHED[variant]
         assert page.cell(where, "published", variant)["attrs"]["data-value"] == PUBLISHED[variant]
+
+
+def test_table2_dom_has_intervals_bounds_and_claims(rendered):
+    page = Page(rendered["table_dom"])
+    where = f"{DATASET}/{SCALE}"
+    for variant in RECORDED:
+        # Records without a matches file: the figure stands without an interval, and the page says so.
+        interval = page.cell(where, "interval", variant)
+        assert interval["value"] == "no interval" and interval["attrs"]["data-status"] == "no interval"
+        assert page.value(where, "seeds", variant) == "1"
+        assert page.value(where, "oracle", variant) == "no bound"
+        assert page.value(where, "share", variant) == "—"
+    dom = rendered["table_dom"]
+    claims = re.findall(r'<tr class="claim" data-kind="(\w+)" data-a="(\w+)" data-b="(\w+)"[^>]*>(.*?)</tr>',
+                        dom, flags=re.S)
+    assert [(k, a, b) for k, a, b, _ in claims] == [
+        ("better", "ours", "qnt"), ("better", "ours", "dark"), ("better", "qnt_ro", "qnt"),
+        ("better", "ours", "ours_bilinear"), ("same", "ours", "ours_ro")]
+    for _, _, _, row in claims:
+        assert 'data-verdict="no interval"' in row
+    # ours - qnt = 13.78 - 5.87 = 7.91 points, as printed.
+    assert 'class="claim-diff" data-value="7.9100">+7.9<' in claims[0][3]
+    # One discordant pair of 15 (ours_bilinear 12.1 vs qnt_ro 11.3, published 62.3 vs 62.8): 13 / 15.
+    assert re.search(r'<p class="ranks" data-n="6" data-tau="0.8667">', dom)
+    texts = Texts(dom, ("h4", "p"))
+    assert "The paper's claims on these figures" in texts.of("h4")
+    assert any(t.startswith("From synthetic data / tiny scale: these verdicts and τ are about this run's own")
+               for t in texts.of("p"))
 
 
 def test_table2_dom_states_dataset_scale_and_not_comparable(rendered):

@@ -3,9 +3,11 @@
 :func:`build_report` reads the collected results table (never record files, never re-evaluates), builds
 one :class:`~poseharness.report.tables.TableView` per (method, paper table) and writes, atomically::
 
-    <out>/<method>/<table>.md      Markdown table(s), provenance as numbered notes
+    <out>/<method>/<table>.md      Markdown table(s): figures with their 95 % intervals, oracle bounds and the
+                                   share of the bound; the paper's claims with verdicts; Kendall's τ;
+                                   provenance as numbered notes
     <out>/<method>/<table>.html    the same as a page; provenance on hover and as footnotes
-    <out>/<method>/<table>.png|svg reproduced vs published bars, oracle bounds
+    <out>/<method>/<table>.png|svg reproduced (with error bars) vs published bars, oracle bounds beside
     <out>/<method>/speed.png|svg   speed vs accuracy (only once speed records exist)
     <out>/index.html               links everything; opens from the file system, no network
 """
@@ -20,6 +22,7 @@ from .. import paths
 from ..errors import HarnessError
 from ..io import write_text_atomic
 from ..methods import MethodSpec, load_method, method_names
+from .claims import claims_summary
 from .tables import TableView, build_views, left_out, speed_points, to_markdown
 
 __all__ = ["ReportResult", "build_report"]
@@ -45,7 +48,8 @@ class ReportResult:
                 else:
                     run, total = block.run_count()
                     states.append(f"{block.dataset}/{block.scale} {run}/{total}"
-                                  + ("" if block.comparable else " (not comparable)"))
+                                  + ("" if block.comparable else " (not comparable)")
+                                  + (f" [claims: {claims_summary(block.claims)}]" if block.claims else ""))
             lines.append(f"  {view.method}/{view.table.name}: {'; '.join(states)}")
         for reason, count in self.left_out:
             lines.append(f"  not shown: {reason} ({count} row{'s' * (count != 1)})")
@@ -92,7 +96,7 @@ def build_report(results: str | os.PathLike | None = None, out: str | os.PathLik
 
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     result = ReportResult(out=out, index=out / "index.html")
-    result.views = build_views(shown, methods, dataset=dataset, scale=scale)
+    result.views = build_views(shown, methods, dataset=dataset, scale=scale, root=store_root(results))
     result.left_out = left_out(shown, methods)
     entries = []
     for view in result.views:

@@ -10,8 +10,10 @@ from __future__ import annotations
 from html import escape
 from typing import Iterable
 
-from .tables import (NOT_RUN, OK, Block, Measured, Row, TableView, block_columns, column_heading,
-                     format_difference, paper_setting, published_text)
+from .claims import VERDICTS
+from .tables import (CLAIMS_RULE, NO_BOUND, NO_INTERVAL_TEXT, NOT_RUN, OK, Block, Measured, Row, TableView,
+                     block_columns, claim_label, column_heading, format_difference, format_interval,
+                     format_share, paper_setting, published_text, seeds_text)
 
 CSS = """
 :root { --fg: #1d2330; --muted: #667085; --line: #d0d5dd; --bg-head: #f2f4f7;
@@ -28,7 +30,17 @@ thead th { background: var(--bg-head); font-weight: 600; }
 td { text-align: right; } tbody th { text-align: left; font-weight: 500; }
 td.reproduced span.value, td.oracle span.value { font-weight: 600; }
 td[data-status="not run"] span.value, td[data-status="not measured"] span.value,
-td[data-status="no ground truth"] span.value { font-weight: 400; color: var(--muted); font-style: italic; }
+td[data-status="no ground truth"] span.value, td[data-status="no bound"] span.value,
+td.interval[data-status="no interval"] { font-weight: 400; color: var(--muted); font-style: italic; }
+td.interval, td.share, td.seeds { color: #344054; }
+.claims table td, .claims table th { font-size: .92em; }
+.claims td.says { text-align: left; max-width: 30rem; color: var(--muted); }
+.claims th.claim { text-align: left; }
+td.verdict[data-verdict="reproduced"] { color: var(--ok); font-weight: 600; }
+td.verdict[data-verdict="contradicted"] { color: var(--bad); font-weight: 600; }
+td.verdict[data-verdict="unresolved"], td.verdict[data-verdict="not run"],
+td.verdict[data-verdict="no interval"] { color: var(--muted); }
+.claims-note { font-weight: 600; color: #7a5a00; }
 td.difference.pos { color: var(--ok); } td.difference.neg { color: var(--bad); }
 tr.cited th, tr.cited td { color: var(--muted); background: #fafafa; }
 section.not-comparable td.reproduced, section.not-comparable td.oracle { color: #8a8f98; background: #f6f6f6; }
@@ -76,6 +88,8 @@ def _measured_cell(part: str, row: Row, metric: str, m: Measured, block: Block, 
                      + ", ".join(f"seed {s}: {v:.2f}" for s, v in zip(m.seeds, m.per_seed)))
     if m.status == NOT_RUN:
         hover.append("no record in the results table")
+    if m.status == NO_BOUND:
+        hover.append("no oracle record of this variant on this dataset, split and scale")
     by_number = {p.number: p for p in block.provenance}
     hover += [by_number[n].text() for n in m.provenance]
     attrs["title"] = "\n".join(hover)
@@ -83,6 +97,75 @@ def _measured_cell(part: str, row: Row, metric: str, m: Measured, block: Block, 
     refs = f"<sup>{refs}</sup>" if refs else ""
     attr_text = " ".join(f'{k}="{escape(str(v))}"' for k, v in attrs.items())
     return f"<td {attr_text}><span class=\"value\">{escape(m.text)}</span>{refs}</td>"
+
+
+def _extra_cell(part: str, row: Row, metric: str) -> str:
+    """The interval, seed count or share-of-bound cell of a variant row."""
+    m = row.reproduced[metric]
+    attrs = {"class": part, "data-variant": row.variant, "data-metric": metric}
+    if part == "interval":
+        text = m.interval_text
+        if m.has_interval:
+            attrs.update({"data-status": OK, "data-lo": f"{m.lo:.4f}", "data-hi": f"{m.hi:.4f}",
+                          "title": "95 % interval over seeds and images"})
+        elif text == NO_INTERVAL_TEXT:
+            attrs.update({"data-status": NO_INTERVAL_TEXT, "title": m.interval_note or "no interval"})
+    elif part == "seeds":
+        text = seeds_text(m)
+        if text:
+            attrs["data-value"] = text
+            attrs["title"] = "seeds: " + ", ".join(map(str, m.seeds))
+    else:
+        share = row.share(metric)
+        text = format_share(share) if m.status == OK else ""
+        if share is not None:
+            attrs["data-value"] = f"{share:.4f}"
+            attrs["title"] = "reproduced / oracle bound"
+        elif text:
+            attrs["title"] = "no oracle bound to divide by"
+    attr_text = " ".join(f'{k}="{escape(str(v))}"' for k, v in attrs.items())
+    return f"<td {attr_text}><span class=\"value\">{escape(text)}</span></td>"
+
+
+def _claims_html(view: TableView, block: Block) -> str:
+    """The table's claims tested on this block, with their verdicts, and Kendall's τ."""
+    if block.empty:
+        return ""
+    out = ['<div class="claims">', "<h4>The paper's claims on these figures</h4>"]
+    if block.claims_label:
+        out.append(f'<p class="claims-note">{escape(block.claims_label)}.</p>')
+    if block.claims:
+        out.append("<table><thead><tr><th>Claim</th><th>The paper says</th><th>published a − b</th>"
+                   "<th>reproduced a − b</th><th>95 % interval</th><th>verdict</th></tr></thead><tbody>")
+        for r in block.claims:
+            c = r.claim
+            name = c.describe(lambda v: claim_label(view, v))
+            data = (f'data-kind="{c.kind}" data-a="{escape(c.a)}" data-b="{escape(c.b)}" '
+                    f'data-metric="{escape(c.metric)}"')
+            out.append(f'<tr class="claim" {data}><th class="claim">{escape(name)}, {escape(c.metric)}</th>'
+                       f'<td class="says">“{escape(c.says.strip())}”</td>'
+                       f'<td class="claim-published">{escape(format_difference(r.published) or "—")}</td>'
+                       f'<td class="claim-diff"'
+                       + ("" if r.diff is None else f' data-value="{r.diff:.4f}"')
+                       + f'>{escape(format_difference(r.diff) or "—")}</td>'
+                       f'<td class="claim-interval"'
+                       + ("" if r.lo is None else f' data-lo="{r.lo:.4f}" data-hi="{r.hi:.4f}"')
+                       + f'>{escape(format_interval(r.lo, r.hi) or "—")}</td>'
+                       f'<td class="verdict" data-verdict="{escape(r.status)}"'
+                       + (f' title="{escape(r.note)}"' if r.note else "")
+                       + f">{escape(r.status)}"
+                       + (f' <span class="muted">({escape(r.note)})</span>' if r.note and r.status not in VERDICTS
+                          else "") + "</td></tr>")
+        out.append("</tbody></table>")
+        out.append(f'<p class="muted">{escape(CLAIMS_RULE)}</p>')
+    else:
+        out.append('<p class="muted">No claims listed for this table (<code>claims:</code> in method.yaml).</p>')
+    if block.ranks is not None:
+        tau = "" if block.ranks.tau is None else f' data-tau="{block.ranks.tau:.4f}"'
+        out.append(f'<p class="ranks" data-n="{block.ranks.n}"{tau}>Rank agreement: '
+                   f"{escape(block.ranks.text())}.</p>")
+    out.append("</div>")
+    return "\n".join(out)
 
 
 def _block_html(view: TableView, block: Block, index: int) -> str:
@@ -131,8 +214,9 @@ def _block_html(view: TableView, block: Block, index: int) -> str:
             elif part == "reproduced":
                 out.append(_measured_cell("reproduced", row, metric, row.reproduced[metric], block, anchor))
             elif part == "oracle":
-                out.append(_measured_cell("oracle", row, metric,
-                                          row.oracle.get(metric, Measured(NOT_RUN)), block, anchor))
+                out.append(_measured_cell("oracle", row, metric, row.bound(metric), block, anchor))
+            elif part in ("interval", "seeds", "share"):
+                out.append(_extra_cell(part, row, metric))
             else:
                 diff = row.difference(metric)
                 sign = "" if diff is None else (" pos" if round(diff, 1) > 0 else
@@ -142,6 +226,7 @@ def _block_html(view: TableView, block: Block, index: int) -> str:
                            f'percentage points">{format_difference(diff)}</td>')
         out.append("</tr>")
     out.append("</tbody></table>")
+    out.append(_claims_html(view, block))
     if block.provenance:
         out.append('<ol class="footnotes">')
         out += [f'<li id="{anchor}-{p.number}">{escape(p.text())}</li>' for p in block.provenance]
@@ -168,6 +253,10 @@ def table_page(view: TableView, *, figure: str | None, markdown: str, generated:
     body += [_block_html(view, block, i) for i, block in enumerate(view.blocks)]
     body.append('<p class="muted">“not run”: no record in the results table for that cell. '
                 "“cited”: a published figure of another method, not reproduced here. "
+                "“95 % interval”: over seeds and images (“no interval”: the records lack what it needs; "
+                "older records have no matches file). “oracle bound”: the same variant decoded from "
+                "ground truth on the same dataset, split and scale (“no bound”: no such record); "
+                "“share of bound”: reproduced / bound. "
                 "Hover a figure for its provenance (commit, date, hardware, seed, config hash).</p>")
     links = [f'<a href="{escape(markdown)}">Markdown</a>']
     if figure:

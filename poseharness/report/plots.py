@@ -1,8 +1,9 @@
 """The report's figures, drawn with matplotlib's Agg canvas (no display, no pyplot global state).
 
 - :func:`table_figure`: per paper table, published vs reproduced bars per row, one bar series per
-  (dataset, scale) block; figures not comparable to the paper are grey and hatched, and the oracle
-  bound of the same representation is a black tick over a trained bar.
+  (dataset, scale) block, each reproduced bar with its 95 % interval as an error bar (where the records
+  give one); figures not comparable to the paper are grey and hatched. In a trained table, the oracle
+  bound of the same variant stands beside each reproduced bar as an unfilled, dashed bar.
 - :func:`speed_figure`: ms per image against accuracy, once ``speed`` records exist.
 Both are saved as PNG and SVG by :func:`save_figure`, atomically and reproducibly (no dates, fixed ids).
 """
@@ -46,7 +47,7 @@ def table_figure(view: TableView):
     if not labels:
         return None
     blocks = [b for b in view.blocks if not b.empty]
-    n_series = 1 + len(blocks)
+    n_series = 1 + len(blocks) + sum(b.has_oracle for b in blocks)
     width = min(18.0, max(6.0, 0.55 * len(labels) * n_series * len(view.metrics) + 2.0))
     fig = _figure(width, 4.6)
     axes = fig.subplots(1, len(view.metrics), squeeze=False)[0]
@@ -60,31 +61,45 @@ def table_figure(view: TableView):
         _bars(ax, [x + offset0 for x in xs], published, bar, label="published (paper)",
               color=PUBLISHED, edgecolor="black", linewidth=0.5)
         i_cmp = i_nc = 0
-        oracle_labelled = False
-        for s, block in enumerate(blocks, start=1):
+        s = 0
+        errors_labelled = False
+        for block in blocks:
+            s += 1
             style = _series_style(block, i_cmp, i_nc)
             i_cmp, i_nc = i_cmp + block.comparable, i_nc + (not block.comparable)
             tag = "" if block.comparable else " — not comparable"
             pos = [x + offset0 + s * bar for x in range(len(variant_rows))]
             measured = [r.reproduced[metric] for r in block.rows]
             _bars(ax, pos, [m.percent if m.status == OK else None for m in measured], bar,
-                  label=f"{kind_word}: {block.dataset}/{block.scale}{tag}", **style)
+                  label=f"{kind_word}: {block.dataset}/{block.scale}{tag}",
+                  tops=[max(m.percent, m.hi) if m.status == OK and m.has_interval else None for m in measured],
+                  **style)
             for x, m in zip(pos, measured):
                 if m.status != OK:
                     ax.text(x, 1.0, m.status, rotation=90, ha="center", va="bottom", fontsize=6.5,
                             color="#555555")
+            # The 95 % interval over seeds and images (asymmetric), where the records give one.
+            ex = [(x, m) for x, m in zip(pos, measured) if m.status == OK and m.has_interval]
+            if ex:
+                ax.errorbar([x for x, _ in ex], [m.percent for _, m in ex],
+                            yerr=[[max(0.0, m.percent - m.lo) for _, m in ex],
+                                  [max(0.0, m.hi - m.percent) for _, m in ex]],
+                            fmt="none", ecolor="black", elinewidth=0.9, capsize=2.5, zorder=4,
+                            label=None if errors_labelled else "95 % interval (seeds × images)")
+                errors_labelled = True
             if block.has_oracle:
+                # The oracle bound of the same variant, beside the reproduced bar.
+                s += 1
                 bounds = [r.oracle.get(metric) for r in block.rows]
-                bx = [x for x, m in zip(pos, bounds) if m is not None and m.status == OK]
-                by = [m.percent for m in bounds if m is not None and m.status == OK]
-                if bx:
-                    ax.scatter(bx, by, marker="_", s=max(60.0, 900.0 * bar), linewidths=2.2,
-                               color="black", zorder=3,
-                               label=None if oracle_labelled else "oracle bound (same representation)")
-                    oracle_labelled = True
-                    for x, y in zip(bx, by):
-                        ax.annotate(f"{y:.1f}", (x, y), xytext=(0, 3), textcoords="offset points",
-                                    ha="center", va="bottom", fontsize=6.5)
+                bpos = [x + offset0 + s * bar for x in range(len(variant_rows))]
+                _bars(ax, bpos, [m.percent if m is not None and m.status == OK else None for m in bounds],
+                      bar, label=f"oracle bound: {block.dataset}/{block.scale}{tag}", fill=False,
+                      edgecolor=style["color"] if block.comparable else "#555555", linestyle="--",
+                      linewidth=0.9)
+                for x, m in zip(bpos, bounds):
+                    if m is None or m.status != OK:
+                        ax.text(x, 1.0, "no bound", rotation=90, ha="center", va="bottom", fontsize=6.5,
+                                color="#555555")
         ax.set_xticks(list(xs), labels, rotation=30 if max(map(len, labels)) > 8 else 0,
                       ha="right" if max(map(len, labels)) > 8 else "center", fontsize=8)
         ax.set_ylim(0, 108)            # headroom for the value labels over a bar near 100
@@ -102,16 +117,23 @@ def table_figure(view: TableView):
     return fig
 
 
-def _bars(ax, xs, values, width, **style):
-    """Bars at ``xs`` for the non-None ``values`` (percent), each labelled with its value."""
-    pairs = [(x, v) for x, v in zip(xs, values) if v is not None]
-    if not pairs:
+def _bars(ax, xs, values, width, tops=None, **style):
+    """Bars at ``xs`` for the non-None ``values`` (percent), each labelled with its value: over the bar,
+    or over ``tops[i]`` where given (the top of an error bar)."""
+    tops = tops or [None] * len(values)
+    triples = [(x, v, t) for x, v, t in zip(xs, values, tops) if v is not None]
+    if not triples:
         # Keep the legend entry: an empty series still says what would be there.
         ax.bar([], [], width, **style)
         return
-    px, pv = zip(*pairs)
+    px, pv, pt = zip(*triples)
     container = ax.bar(px, pv, width, **style)
-    ax.bar_label(container, labels=[f"{v:.1f}" for v in pv], fontsize=6.5, padding=1)
+    plain = [f"{v:.1f}" if t is None else "" for v, t in zip(pv, pt)]
+    ax.bar_label(container, labels=plain, fontsize=6.5, padding=1)
+    for x, v, t in zip(px, pv, pt):
+        if t is not None:
+            ax.annotate(f"{v:.1f}", (x, t), xytext=(0, 2), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=6.5)
 
 
 def speed_figure(points: list[SpeedPoint]):

@@ -13,7 +13,13 @@ with the paper is taken here, once:
 - A block is comparable to the paper only when every record in it says ``comparable_to_paper``
   (real data at the paper's scale, :func:`poseharness.store.comparable_to_paper`) and its dataset is
   the paper's own (not a real subset standing in for it); only then does it get a difference column.
-- Several seeds of one key are averaged; each seed's provenance is kept for the footnotes.
+- Several seeds of one key are averaged; each seed's provenance is kept for the footnotes. Each
+  figure carries its 95 % interval over seeds and images where the records allow one
+  (:mod:`poseharness.report.claims`), and a trained figure its oracle bound (the ``oracle`` record of
+  the same variant, dataset, split and scale) and the share of that bound it reaches.
+- The paper's claims about a table (``claims:`` in method.yaml) get a verdict per block, and each block
+  the rank agreement (Kendall's τ) of its figures with the published ones. These are about the block's
+  own figures, so they are shown on synthetic / tiny blocks too, labelled as such.
 - A variant with no record is "not run"; a number is never invented.
 
 Units: records hold metrics as fractions in [0, 1] (COCO's -1 = "no ground truth in this range"); the
@@ -28,6 +34,8 @@ from typing import Any, Iterable
 
 from ..errors import HarnessError
 from ..methods import MethodSpec, TableSpec
+from .claims import (NO_INTERVAL, Bootstrap, ClaimResult, RankAgreement, block_claim, column_interval,
+                     rank_agreement)
 
 PAPER_SCALE = "paper"
 # Cell states: a figure, or why there is none.
@@ -35,6 +43,9 @@ OK = "ok"
 NOT_RUN = "not run"                 # no record for this key
 NOT_MEASURED = "not measured"       # records exist but lack this metric
 NO_GT = "no ground truth"           # COCO's -1: no ground truth in this area range
+NO_BOUND = "no bound"               # a trained figure with no oracle record of its variant
+NO_INTERVAL_TEXT = NO_INTERVAL      # a figure whose records give no interval (older records)
+_DEFAULT = object()                 # build_view(bootstrap=...): the real bootstrap module
 SPEED_METRICS = ("ms_per_image", "fps")
 
 
@@ -93,7 +104,8 @@ class Measured:
     """A reproduced figure: the mean over seeds of one metric of one variant, in percent.
 
     ``percent`` is None unless ``status`` is :data:`OK`; ``per_seed`` holds each seed's value (percent)
-    and ``provenance`` the footnote numbers of the records it came from.
+    and ``provenance`` the footnote numbers of the records it came from. ``lo`` / ``hi``: its 95 %
+    interval over seeds and images (percent), None with ``interval_note`` saying why.
     """
 
     status: str
@@ -101,10 +113,25 @@ class Measured:
     per_seed: tuple[float, ...] = ()
     seeds: tuple[int, ...] = ()
     provenance: tuple[int, ...] = ()
+    lo: float | None = None
+    hi: float | None = None
+    interval_note: str = ""
 
     @property
     def text(self) -> str:
         return format_percent(self.percent) if self.status == OK else self.status
+
+    @property
+    def has_interval(self) -> bool:
+        return self.lo is not None and self.hi is not None
+
+    @property
+    def interval_text(self) -> str:
+        """``'11.5 – 14.1'``, ``'no interval'``, or ``''`` when there is no figure."""
+        if self.status != OK:
+            return ""
+        return f"{format_percent(self.lo)} – {format_percent(self.hi)}" if self.has_interval \
+            else NO_INTERVAL_TEXT
 
     @property
     def rounded(self) -> float | None:
@@ -133,6 +160,29 @@ class Row:
             return None
         return measured.rounded - published
 
+    def bound(self, metric: str) -> Measured:
+        """The oracle bound of this row's variant (:data:`NO_BOUND` status when there is no record)."""
+        return self.oracle.get(metric) or Measured(NO_BOUND)
+
+    def share(self, metric: str) -> float | None:
+        """Reproduced / oracle bound, in percent of the bound (None unless both are figures)."""
+        m, b = self.reproduced.get(metric), self.oracle.get(metric)
+        if m is None or b is None or m.status != OK or b.status != OK or not b.percent:
+            return None
+        return 100.0 * m.percent / b.percent
+
+
+def format_share(value: float | None) -> str:
+    """``13.94`` -> ``'13.9 %'`` (of the bound); ``'—'`` when there is no share."""
+    return "—" if value is None else f"{value:.1f} %"
+
+
+def format_interval(lo: float | None, hi: float | None) -> str:
+    """A difference's interval, signed: ``'+5.2 – +9.0'``."""
+    if lo is None or hi is None:
+        return ""
+    return f"{format_difference(lo)} – {format_difference(hi)}"
+
 
 @dataclass(frozen=True)
 class Block:
@@ -151,6 +201,16 @@ class Block:
     provenance: tuple[Provenance, ...]
     has_oracle: bool                          # a trained table with oracle bounds for this block
     seeds: tuple[int, ...]
+    claims: tuple[ClaimResult, ...] = ()      # the table's claims tested on this block's figures
+    ranks: RankAgreement | None = None        # reproduced vs published, first metric
+
+    @property
+    def claims_label(self) -> str:
+        """What the verdicts and τ are about: '' on a comparable block, else which data made them."""
+        if self.empty or self.comparable:
+            return ""
+        return (f"From {self.banner.split(' — ')[0]}: these verdicts and τ are about this run's own figures, "
+                "not a test of the paper's")
 
     @property
     def empty(self) -> bool:
@@ -228,8 +288,11 @@ def variant_label(method: MethodSpec, variant: str) -> str:
     return str(method.variants.get(variant, {}).get("label", variant))
 
 
-def _measure(rows, metric: str, numbers: dict[tuple, int]) -> Measured:
-    """Mean of ``metric`` over the (seed) rows of one key; ``numbers`` maps row keys to footnotes."""
+def _measure(rows, metric: str, numbers: dict[tuple, int], *, root=None, bootstrap=None,
+             interval: bool = False) -> Measured:
+    """Mean of ``metric`` over the (seed) rows of one key; ``numbers`` maps row keys to footnotes.
+
+    With ``interval``, also its 95 % interval (:func:`~poseharness.report.claims.column_interval`)."""
     if rows.empty:
         return Measured(NOT_RUN)
     values = rows[metric] if metric in rows.columns else None
@@ -243,8 +306,12 @@ def _measure(rows, metric: str, numbers: dict[tuple, int]) -> Measured:
     if any(v < 0 for v in raw):
         return Measured(NO_GT, seeds=seeds, provenance=prov)
     per_seed = tuple(100.0 * v for v in raw)
+    lo = hi = None
+    note = ""
+    if interval:
+        lo, hi, note = column_interval(present, metric, root, bootstrap)
     return Measured(OK, percent=math.fsum(per_seed) / len(per_seed), per_seed=per_seed, seeds=seeds,
-                    provenance=prov)
+                    provenance=prov, lo=lo, hi=hi, interval_note=note)
 
 
 def _row_key(row) -> tuple:
@@ -279,12 +346,18 @@ def _published(table: TableSpec, values: dict[str, float | None] | None) -> dict
 
 
 def build_view(method: MethodSpec, table: TableSpec, df, *, dataset: str | None = None,
-               scale: str | None = None) -> TableView:
+               scale: str | None = None, root=None, bootstrap: Any = _DEFAULT) -> TableView:
     """The :class:`TableView` of ``table`` from the collected results ``df`` (a pandas DataFrame).
 
-    ``dataset`` / ``scale`` keep only blocks of that dataset / scale.
+    ``dataset`` / ``scale`` keep only blocks of that dataset / scale. ``root``: the results store the
+    table came from (relative ``matches`` paths are read against it); ``bootstrap``: a
+    :class:`~poseharness.report.claims.Bootstrap` (default: the real one, when importable; None: no
+    intervals from matches files).
     """
     import pandas as pd
+
+    if bootstrap is _DEFAULT:
+        bootstrap = Bootstrap.default()
 
     columns = list(table.columns)
     mine = df[(df["method"] == method.name) & (df["split"] == table.split)
@@ -317,16 +390,18 @@ def build_view(method: MethodSpec, table: TableSpec, df, *, dataset: str | None 
             rows.append(Row(
                 label=variant_label(method, variant), variant=variant,
                 published=_published(table, table.paper.get(variant)),
-                reproduced={m: _measure(mv, m, numbers) for m in table.metrics},
-                oracle={m: _measure(ov, m, numbers) for m in table.metrics} if not bound.empty else {},
+                reproduced={m: _measure(mv, m, numbers, root=root, bootstrap=bootstrap, interval=True)
+                            for m in table.metrics},
+                oracle={m: _measure(ov, m, numbers) for m in table.metrics if not ov.empty},
             ))
+        claims, ranks = _block_claims(table, here, rows, root, bootstrap)
         blocks.append(Block(
             family=table.dataset, dataset=ds_name, split=table.split, scale=sc,
             dataset_kind=dataset_kind_of(here, ds_name),
             # The record's label (real data, paper scale) and the paper's own dataset, not a subset.
             comparable=bool(here["comparable_to_paper"].all()) and ds_name == table.dataset,
             rows=tuple(rows), provenance=tuple(provenance), has_oracle=not bound.empty,
-            seeds=tuple(sorted({int(s) for s in here["seed"]}))))
+            seeds=tuple(sorted({int(s) for s in here["seed"]})), claims=claims, ranks=ranks))
     if not blocks:
         rows = tuple(Row(label=variant_label(method, v), variant=v,
                          published=_published(table, table.paper.get(v)),
@@ -342,15 +417,38 @@ def build_view(method: MethodSpec, table: TableSpec, df, *, dataset: str | None 
                      table=table, blocks=tuple(blocks), cited=cited)
 
 
+def _block_claims(table: TableSpec, here, rows: list[Row], root, bootstrap
+                  ) -> tuple[tuple[ClaimResult, ...], RankAgreement]:
+    """The table's claims tested on one block's records, and τ of its first metric."""
+    by_variant = {r.variant: r for r in rows}
+
+    def mean(variant: str, metric: str) -> float | None:
+        m = by_variant[variant].reproduced.get(metric)
+        return m.percent if m is not None and m.status == OK else None
+
+    results = []
+    for claim in table.claims:
+        pa, pb = (by_variant[v].published.get(claim.metric) for v in claim.variants)
+        results.append(block_claim(
+            claim, here, root, bootstrap, means={v: mean(v, claim.metric) for v in claim.variants},
+            published=None if pa is None or pb is None else pa - pb))
+    metric = table.metrics[0]
+    ranks = rank_agreement({r.variant: (mean(r.variant, metric), r.published.get(metric)) for r in rows},
+                           metric)
+    return tuple(results), ranks
+
+
 def dataset_kind_of(rows, dataset: str) -> str | None:
     kinds = set(rows.loc[rows["dataset"] == dataset, "dataset_kind"])
     return kinds.pop() if len(kinds) == 1 else None
 
 
 def build_views(df, methods: Iterable[MethodSpec], *, dataset: str | None = None,
-                scale: str | None = None) -> list[TableView]:
-    """Every table of every method, in method then table-spec order."""
-    return [build_view(m, t, df, dataset=dataset, scale=scale)
+                scale: str | None = None, root=None, bootstrap: Any = _DEFAULT) -> list[TableView]:
+    """Every table of every method, in method then table-spec order (arguments as :func:`build_view`)."""
+    if bootstrap is _DEFAULT:
+        bootstrap = Bootstrap.default()     # one, so a matches file is loaded once per report
+    return [build_view(m, t, df, dataset=dataset, scale=scale, root=root, bootstrap=bootstrap)
             for m in methods for t in m.tables().values()]
 
 
@@ -432,31 +530,83 @@ def _md(text: str) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _seed_note(measured: Measured) -> str:
-    return f" (mean of {len(measured.per_seed)} seeds)" if len(measured.per_seed) > 1 else ""
-
-
 def _md_measured(measured: Measured) -> str:
-    if measured.status == NOT_RUN:
-        return "not run"
+    if measured.status in (NOT_RUN, NO_BOUND):
+        return measured.status
     refs = f" [{','.join(map(str, measured.provenance))}]" if measured.provenance else ""
-    return f"{measured.text}{_seed_note(measured)}{refs}"
+    return f"{measured.text}{refs}"
+
+
+def _md_interval(measured: Measured) -> str:
+    text = measured.interval_text
+    return f"{text} ({_md(measured.interval_note)})" if text == NO_INTERVAL_TEXT and measured.interval_note \
+        else text
+
+
+def seeds_text(measured: Measured) -> str:
+    """How many seeds the figure averages ('' when there is none)."""
+    return str(len(measured.per_seed)) if measured.status == OK else ""
 
 
 def block_columns(view: TableView, block: Block) -> list[tuple[str, str]]:
-    """The value columns of a block as ``(metric, part)``; part is reproduced|published|difference|oracle."""
-    parts = ["reproduced", "published"]
-    if block.comparable:
-        parts.append("difference")
-    if block.has_oracle:
-        parts.append("oracle")
+    """The value columns of a block as ``(metric, part)``: part is reproduced | interval | seeds |
+    published | difference (comparable blocks) | oracle | share (trained tables: the bound and the
+    share of it reached). A block with no records has only reproduced | published."""
+    if block.empty:
+        parts = ["reproduced", "published"]
+    else:
+        parts = ["reproduced", "interval", "seeds", "published"]
+        if block.comparable:
+            parts.append("difference")
+        if not view.oracle_table:
+            parts += ["oracle", "share"]
     return [(m, p) for m in view.metrics for p in parts]
 
 
 def column_heading(view: TableView, part: str) -> str:
     return {"reproduced": "reproduced (oracle)" if view.oracle_table else "reproduced",
+            "interval": "95 % interval", "seeds": "seeds",
             "published": "published", "difference": "difference",
-            "oracle": "oracle bound"}[part]
+            "oracle": "oracle bound", "share": "share of bound"}[part]
+
+
+def claim_label(view: TableView, variant: str) -> str:
+    """A variant's label as the table's rows show it (the variant's name when it has no row)."""
+    for row in view.blocks[0].rows:
+        if row.variant == variant:
+            return row.label
+    return variant
+
+
+CLAIMS_RULE = ("Interval: 95 % paired bootstrap of the difference over images and seeds. A claim "
+               "“a > b” is reproduced if the interval lies above 0, contradicted if below 0; a claim "
+               "“a ≈ b (±m)” is reproduced if the interval lies inside ±m AP points, contradicted if "
+               "wholly outside; anything else is unresolved.")
+
+
+def _md_claims(view: TableView, block: Block) -> list[str]:
+    """The block's claims and τ as Markdown lines ([] when the table has no claim and no figure)."""
+    if block.empty:
+        return []
+    out = ["", "### The paper's claims on these figures", ""]
+    if block.claims_label:
+        out += [f"> **{block.claims_label}.**", ""]
+    if block.claims:
+        out.append("| Claim | The paper says | Published a − b | Reproduced a − b | 95 % interval | Verdict |")
+        out.append("|---|---|---:|---:|---:|---|")
+        for r in block.claims:
+            name = r.claim.describe(lambda v: claim_label(view, v))
+            status = r.status + (f" ({_md(r.note)})" if r.note else "")
+            out.append("| " + " | ".join([
+                _md(f"{name}, {r.claim.metric}"), _md(f"“{r.claim.says.strip()}”"),
+                format_difference(r.published) or "—", format_difference(r.diff) or "—",
+                format_interval(r.lo, r.hi) or "—", f"**{status}**" if r.decided else status]) + " |")
+        out += ["", CLAIMS_RULE]
+    else:
+        out.append("No claims listed for this table (`claims:` in method.yaml).")
+    if block.ranks is not None:
+        out += ["", f"Rank agreement: {block.ranks.text()}."]
+    return out
 
 
 def published_text(value: float | None) -> str:
@@ -496,14 +646,25 @@ def to_markdown(view: TableView) -> str:
                     cells.append("cited" if part == "reproduced" else "")
                 elif part == "reproduced":
                     cells.append(_md_measured(row.reproduced[metric]))
+                elif part == "interval":
+                    cells.append(_md_interval(row.reproduced[metric]))
+                elif part == "seeds":
+                    cells.append(seeds_text(row.reproduced[metric]))
                 elif part == "difference":
                     cells.append(format_difference(row.difference(metric)))
+                elif part == "oracle":
+                    cells.append(_md_measured(row.bound(metric)))
                 else:
-                    cells.append(_md_measured(row.oracle.get(metric, Measured(NOT_RUN))))
+                    ok = row.reproduced[metric].status == OK
+                    cells.append(format_share(row.share(metric)) if ok else "")
             out.append("| " + " | ".join(cells) + " |")
+        out += _md_claims(view, block)
         if block.provenance:
             out += ["", "Provenance:", ""]
             out += [f"{p.number}. {_md(p.text())}" for p in block.provenance]
     out += ["", "\"not run\": no record in the results table for that cell; \"cited\": a published "
-            "figure of another method, not reproduced here."]
+            "figure of another method, not reproduced here; \"95 % interval\": over seeds and images; "
+            "\"no interval\": the records lack what it needs (older records have no matches file); "
+            "\"oracle bound\": the same variant decoded from ground truth on the same dataset, split and "
+            "scale (\"no bound\": no such record); \"share of bound\": reproduced / bound."]
     return "\n".join(out) + "\n"
