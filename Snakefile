@@ -228,19 +228,25 @@ def table_spec(method: str, table: str):
 
 
 def table_inputs(method: str, table: str) -> list[str]:
-    """Every file a table's figures come from: predictions of each (column, seed) for a trained table, one
-    oracle summary per training for an oracle table (its variants share that training's encoding)."""
+    """Every file a table's figures come from: one oracle summary per training its columns decode (its variants
+    share that training's encoding), and for a trained table also the predictions of each (column, seed). A
+    trained table's oracle runs at the table's own scale, dataset and split, so each reproduced figure has the
+    bound of its representation at the same input size beside it."""
     t = table_spec(method, table)
     if not t.columns:
         return []           # published numbers only (e.g. a test-dev table): nothing to compute
     dataset = dataset_for(t.dataset)
     harness(manifest(dataset).split, t.split)
     where = f"{spec(method).source}: table {table}"
+    trainings = list(dict.fromkeys(training_of(method, v) for v in t.columns))
+
+    def oracles(scale: str) -> list[str]:
+        return [ORACLE.format(dataset=dataset, split=t.split, method=method, training=tr, scale=scale,
+                              seed=data_seed(dataset)) for tr in trainings]
+
     if t.kind == "oracle":
         check_scale(method, ORACLE_SCALE)
-        trainings = list(dict.fromkeys(training_of(method, v) for v in t.columns))
-        return [ORACLE.format(dataset=dataset, split=t.split, method=method, training=tr, scale=ORACLE_SCALE,
-                              seed=data_seed(dataset)) for tr in trainings]
+        return oracles(ORACLE_SCALE)
     reason = untrainable(method)
     if reason is not None:
         raise WorkflowError(f"{where}: method {method!r} cannot be trained yet, so its trained tables cannot be "
@@ -252,7 +258,7 @@ def table_inputs(method: str, table: str) -> list[str]:
             raise WorkflowError(f"{where}: column {v!r} decodes training {training!r}, which is oracle_only "
                                 f"(never trained); it belongs in an oracle table")
     return [PREDICTIONS.format(dataset=dataset, split=t.split, method=method, variant=v, scale=SCALE, seed=s)
-            for v in t.columns for s in SEEDS]
+            for v in t.columns for s in SEEDS] + oracles(SCALE)
 
 
 def reproducible(method: str, table: str) -> bool:

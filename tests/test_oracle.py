@@ -59,6 +59,26 @@ def test_precise_bicubic_restores_integer_keypoints_exactly():
             assert poses[0, j, 2] == pytest.approx(1.0, abs=0.02)  # bicubic overshoots a little
 
 
+def test_gog_scores_persons_as_the_official_code_unless_the_variant_asks_for_the_paper_text():
+    # Official evaluate.py: sum(v) / 17, missing keypoints as 0 (the published figures); ours_mean: the mean of
+    # the found keypoints (the paper's text). Both through the module's decode, i.e. the resolved cfg.
+    gog = load_method("gog")
+    pts = {5: (60.0, 60.0), 6: (120.0, 60.0), 11: (64.0, 160.0), 12: (116.0, 160.0)}
+    targets = {k: torch.from_numpy(v) for k, v in gog.module.encode(one_person(pts), resolved_config(
+        gog, "ours", "tiny", load_method_manifest(), None, None)).items()}
+    found = {}
+    for variant in ("ours", "ours_mean"):
+        cfg = resolved_config(gog, variant, "tiny", load_method_manifest(), None, None)
+        poses, scores = gog.module.decode(targets, cfg)
+        assert len(poses) == 1 and (poses[0, :, 2] > 0).sum() == 4
+        found[cfg["decode"]["score_mode"]] = (float(scores[0]), poses[0, :, 2])
+    assert set(found) == {"sum_over_K", "mean"}
+    score, v = found["sum_over_K"]
+    assert score == pytest.approx(v.sum() / 17, rel=1e-6)
+    score, v = found["mean"]
+    assert score == pytest.approx(v[v > 0].mean(), rel=1e-6)
+
+
 def load_method_manifest():
     return load_manifest("synthetic-coco")
 

@@ -19,10 +19,12 @@ Facts from the paper (§2.3-2.4) and the official decoder (hellojialee/OffsetGui
      keypoint it displaces is released. Otherwise the limb is dropped;
    - held by two persons: merged if no keypoint type is filled in both, else the limb is dropped.
 
-3. Person score: the mean heatmap response of its keypoints (official ``_delete_sort``, ``sort_dim=2``);
-   persons with mean < ``person_threshold`` are dropped. ``score_mode='sum_over_K'`` returns instead the score
-   the official ``evaluate.py`` writes to the COCO results file, ``sum(v) / K`` with missing keypoints as 0
-   (the threshold still applies to the mean, as in the official pipeline).
+3. Person score: the mean heatmap response of its keypoints (the paper's text; official ``_delete_sort``,
+   ``sort_dim=2``); persons with mean < ``person_threshold`` are dropped. ``score_mode='sum_over_K'`` returns
+   instead the score the official ``evaluate.py`` (``run_images``; ``utils/simulate.py`` for its oracle) writes
+   to the COCO results file, ``sum(v) / K`` with missing keypoints as 0 (the threshold still applies to the
+   mean, as in the official pipeline). The published figures were scored with it, so GOG's ``method.yaml``
+   decodes with ``sum_over_K`` by default; the function's default stays ``'mean'``.
 
 Where the official code is ill-defined we make it well-defined (each choice changes nothing when every limb
 is right, e.g. in ground-truth oracles):
