@@ -22,6 +22,10 @@ for _name in USED_DATASETS:
             params:
                 name=_name,
                 data=data_flags(_name),
+                # What decides the generated files besides size name and seed: a manifest edit of the counts or the
+                # generator settings re-runs this job (Snakemake's params trigger), which regenerates the set.
+                settings=config_hash({"counts": manifest(_name).sizes[data_size(_name)],
+                                      "generator": manifest(_name).generator}),
             shell:
                 "poseharness data prepare {params.name} {params.data} --jobs {threads} --quiet > {log} 2>&1"
 
