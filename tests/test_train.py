@@ -334,6 +334,19 @@ def test_keep_every_keeps_snapshots_that_bench_curve_scores(env, capsys):
     assert [(r["step"], r["variant"]) for r in rows] == [(s, v) for s in (2, 4, 5) for v in ("top1", "none")]
     assert all(r["cpu_minutes"] == pytest.approx(r["seconds"] * 2 / 60) for r in rows)
     assert all(r["persons"] == 0 and r["AP"] == 0 for r in rows if r["variant"] == "none")
+    from poseharness.cli import main
+    from poseharness.report import build_report
+    from poseharness.store import collect
+
+    assert main(["bench", "curve", str(out), "--variant", "top1", "--dataset", "synthetic-coco",
+                 "--plot", str(env / "curve")]) == 0
+    printed = capsys.readouterr().out
+    written = env / "results" / "curves" / "toy" / "base-tiny-seed0.json"
+    assert f"curve: {written}" in printed and (env / "curve.png").is_file()
+    collect(env / "results")
+    report = build_report(env / "results", env / "reports", method=str(TOY))
+    assert env / "reports" / "toy" / "curves.svg" in report.files
+    assert "Learning curves" in report.index.read_text()
     with pytest.raises(HarnessError, match=r"plain/snapshots: no snapshots \(train with --keep-every"):
         snapshots(env / "plain")
     with pytest.raises(HarnessError, match="--keep-every must be a positive integer"):

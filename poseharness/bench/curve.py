@@ -8,6 +8,8 @@ dataset's official protocol (no record is written: a snapshot is not a result of
 and the protocol's figures. The rows go to JSON; ``--plot`` draws AP against steps and against CPU-minutes.
 
 This is how the CPU scales of ``method.yaml`` are chosen: the step at which a schedule stops paying is read off it.
+Written under ``<results>/curves/<method>/`` (the default ``--out``), a curve joins the report's learning-curve
+plot of its method (:func:`poseharness.report.plots.curve_figure`).
 """
 from __future__ import annotations
 
@@ -26,6 +28,13 @@ def snapshots(run_dir: Path) -> list[Path]:
     if not found:
         raise HarnessError(f"{run_dir / SNAPSHOTS}: no snapshots (train with --keep-every N to keep them)")
     return found
+
+
+def curve_label(run_dir: Path) -> dict:
+    """What trained the snapshots of ``run_dir``: method, training, scale, seed and a short label."""
+    state = load_checkpoint(snapshots(run_dir)[-1])
+    ident = {k: state[k] for k in ("method", "training", "scale", "seed")}
+    return {**ident, "label": f"{ident['training']} {ident['scale']} seed {ident['seed']}"}
 
 
 def curve_rows(run_dir: Path, variants: list[str], manifest, split: str, threads: int) -> list[dict]:
@@ -54,29 +63,6 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_rows(rows: list[dict], title: str, path: Path) -> None:
-    """AP (%) against optimiser steps and against CPU-minutes, one line per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        mine = [r for r in rows if r["variant"] == variant]
-        for ax, x in zip(axes, ("step", "cpu_minutes")):
-            ax.plot([r[x] for r in mine], [100 * r["AP"] for r in mine], marker="o", label=variant)
-    axes[0].set_xlabel("optimiser steps")
-    axes[1].set_xlabel("CPU-minutes (wall seconds x compute threads)")
-    axes[0].set_ylabel("AP (%)")
-    axes[0].legend()
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def register(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "curve", help="a learning curve: score every snapshot of a training run",
@@ -87,20 +73,30 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, help="dataset manifest name or path")
     p.add_argument("--split", default="val")
     p.add_argument("--threads", type=int, default=1, help="compute threads the training ran with (default 1)")
-    p.add_argument("--out", metavar="CURVE.json", help="write the rows here")
-    p.add_argument("--plot", metavar="CURVE.png", help="draw AP against steps and CPU-minutes here")
+    p.add_argument("--out", metavar="CURVE.json",
+                   help="write the rows here (default: <results>/curves/<method>/<training>-<scale>-seed<N>.json, "
+                        "which the report plots)")
+    p.add_argument("--plot", metavar="STEM", help="also draw AP against steps and CPU-minutes as STEM.png / .svg")
     p.set_defaults(func=cmd_bench_curve)
 
 
 def cmd_bench_curve(args: argparse.Namespace) -> int:
+    from .. import paths
     from ..contract import resolve_manifest
+    from ..report.plots import curve_figure, save_figure
 
     run_dir = Path(args.run_dir)
+    ident = curve_label(run_dir)
     rows = curve_rows(run_dir, args.variant, resolve_manifest(args.dataset), args.split, args.threads)
     print(format_rows(rows))
-    if args.out:
-        write_json_atomic(args.out, {"run_dir": str(run_dir), "dataset": args.dataset, "split": args.split,
-                                     "threads": args.threads, "rows": rows}, indent=2)
+    doc = {**ident, "run_dir": str(run_dir), "dataset": args.dataset, "split": args.split, "threads": args.threads,
+           "rows": rows}
+    out = Path(args.out) if args.out else (paths.results_dir() / "curves" / ident["method"]
+                                           / f"{ident['training']}-{ident['scale']}-seed{ident['seed']}.json")
+    write_json_atomic(out, doc, indent=2)
+    print(f"curve: {out}")
     if args.plot:
-        plot_rows(rows, f"{run_dir} on {args.dataset} {args.split}", Path(args.plot))
+        for path in save_figure(curve_figure([doc], f"{ident['method']} on {args.dataset} {args.split}"),
+                                Path(args.plot)):
+            print(f"plot: {path}")
     return 0

@@ -9,6 +9,7 @@ one :class:`~poseharness.report.tables.TableView` per (method, paper table) and 
     <out>/<method>/<table>.html    the same as a page; provenance on hover and as footnotes
     <out>/<method>/<table>.png|svg reproduced (with error bars) vs published bars, oracle bounds beside
     <out>/<method>/speed.png|svg   speed vs accuracy (only once speed records exist)
+    <out>/<method>/curves.png|svg  learning curves, from ``<results>/curves/<method>/*.json`` (``bench curve``)
     <out>/index.html               links everything; opens from the file system, no network
 """
 from __future__ import annotations
@@ -63,6 +64,13 @@ def _methods(method: str | None) -> list[MethodSpec]:
     return [load_method(name) for name in method_names()]
 
 
+def learning_curves(store: Path, method: str) -> list[dict]:
+    """The learning curves ``bench curve`` wrote for ``method`` (``<store>/curves/<method>/*.json``), by name."""
+    from ..io import read_json
+
+    return [read_json(path, "learning curve") for path in sorted((store / "curves" / method).glob("*.json"))]
+
+
 def build_report(results: str | os.PathLike | None = None, out: str | os.PathLike | None = None, *,
                  method: str | None = None, dataset: str | None = None,
                  scale: str | None = None) -> ReportResult:
@@ -74,7 +82,7 @@ def build_report(results: str | os.PathLike | None = None, out: str | os.PathLik
     from ..store import load_table
     from ..store.store import store_root
     from .html import index_page, table_page
-    from .plots import save_figure, speed_figure, table_figure
+    from .plots import curve_figure, save_figure, speed_figure, table_figure
 
     source = store_root(results) / "results.parquet"
     if not source.is_file():
@@ -120,7 +128,13 @@ def build_report(results: str | os.PathLike | None = None, out: str | os.PathLik
         if figure is not None:
             result.files += save_figure(figure, out / spec.name / "speed")
             speed[spec.name] = f"{spec.name}/speed"
+    curves = {}
+    for spec in methods:
+        figure = curve_figure(learning_curves(store_root(results), spec.name), f"{spec.name}: learning curves")
+        if figure is not None:
+            result.files += save_figure(figure, out / spec.name / "curves")
+            curves[spec.name] = f"{spec.name}/curves"
     result.files.append(write_text_atomic(result.index, index_page(
-        entries, speed=speed, left_out=result.left_out, source=str(source), rows=len(shown),
+        entries, speed=speed, curves=curves, left_out=result.left_out, source=str(source), rows=len(shown),
         generated=generated, filters=filters)))
     return result

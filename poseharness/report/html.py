@@ -279,10 +279,18 @@ def _block_summary(view: TableView, block: Block) -> str:
             f"variant{'s' * (total != 1)} run {tag}</li>")
 
 
+def _curves_html(method: str, stem: str) -> str:
+    return (f"<h3>Learning curves</h3><figure><img src=\"{escape(stem)}.svg\" "
+            f'alt="{escape(method)} learning curves"><figcaption class="muted">AP of kept snapshots '
+            "against optimiser steps and CPU-minutes (<code>poseharness bench curve</code>) · "
+            f'<a href="{escape(stem)}.png">PNG</a> · <a href="{escape(stem)}.svg">SVG</a>'
+            "</figcaption></figure>")
+
+
 def index_page(entries: list[dict], *, speed: dict[str, str], left_out: Iterable[tuple[str, int]],
-               source: str, rows: int, generated: str, filters: str) -> str:
+               source: str, rows: int, generated: str, filters: str, curves: dict[str, str] | None = None) -> str:
     """``index.html``. ``entries``: dicts with view, html, md, png, svg (paths relative to the index);
-    ``speed``: method -> relative plot stem; ``left_out``: (reason, row count)."""
+    ``speed`` / ``curves``: method -> relative plot stem; ``left_out``: (reason, row count)."""
     body = ["<h1>poseharness report</h1>",
             f'<p class="muted">Rendered from <code>{escape(source)}</code> ({rows} row'
             f"{'s' * (rows != 1)}{filters}) on {escape(generated)}. Only real data at the paper's "
@@ -321,6 +329,11 @@ def index_page(entries: list[dict], *, speed: dict[str, str], left_out: Iterable
         else:
             body.append('<p class="muted">Speed vs accuracy: no <code>speed</code> records with a '
                         "matching trained accuracy yet.</p>")
+        if method in (curves or {}):
+            body.append(_curves_html(method, curves[method]))
+    for method, stem in (curves or {}).items():
+        if method not in by_method:
+            body.append(f'<h2 id="{escape(method)}">{escape(method)}</h2>' + _curves_html(method, stem))
     left = list(left_out)
     if left:
         body.append("<h2>Rows not shown in any table</h2><ul>")

@@ -5,7 +5,8 @@
   give one); figures not comparable to the paper are grey and hatched. In a trained table, the oracle
   bound of the same variant stands beside each reproduced bar as an unfilled, dashed bar.
 - :func:`speed_figure`: ms per image against accuracy, once ``speed`` records exist.
-Both are saved as PNG and SVG by :func:`save_figure`, atomically and reproducibly (no dates, fixed ids).
+- :func:`curve_figure`: learning curves (``poseharness bench curve``), AP against optimiser steps and CPU-minutes.
+All are saved as PNG and SVG by :func:`save_figure`, atomically and reproducibly (no dates, fixed ids).
 """
 from __future__ import annotations
 
@@ -161,6 +162,28 @@ def speed_figure(points: list[SpeedPoint]):
     ax.grid(color="#e4e7ec", linewidth=0.6)
     ax.legend(fontsize=7)
     ax.set_title(f"{points[0].method}: speed vs accuracy", fontsize=10)
+    return fig
+
+
+def curve_figure(curves: list[dict], title: str):
+    """Learning curves: AP (%) against optimiser steps (left) and CPU-minutes (right), one line per (curve,
+    variant). ``curves``: the JSON documents ``bench curve --out`` writes (``label`` and ``rows``); None if empty."""
+    lines = [(f"{c['label']} {variant}", [r for r in c["rows"] if r["variant"] == variant])
+             for c in curves for variant in dict.fromkeys(r["variant"] for r in c["rows"])]
+    if not lines:
+        return None
+    fig = _figure(9.6, 3.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    for label, rows in lines:
+        for ax, x in zip(axes, ("step", "cpu_minutes")):
+            ax.plot([r[x] for r in rows], [100 * r["AP"] for r in rows], marker="o", markersize=3, label=label)
+    axes[0].set_xlabel("optimiser steps")
+    axes[1].set_xlabel("CPU-minutes (training wall time x compute threads)")
+    axes[0].set_ylabel("AP (%)")
+    for ax in axes:
+        ax.grid(color="#e4e7ec", linewidth=0.6)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 
