@@ -10,3 +10,11 @@ if os.environ.get("POSEHARNESS_SHARED_DATA"):
 SHARED_DATA = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
 SAMPLES = SHARED_DATA / "samples"
 CROWDPOSE_VAL = SHARED_DATA / "real" / "crowdpose" / "crowdpose_val.json"
+
+# Sample annotation and results files of the official tools' and MMPose's tests.
+COCO_GT = SAMPLES / "mmpose_test_coco.json"
+COCO_PREDS = SAMPLES / "xtcocoapi_example_coco_preds.json"
+OCHUMAN_GT = SAMPLES / "mmpose_test_ochuman.json"
+CROWD_GT = SAMPLES / "xtcocoapi_example_crowdpose_val.json"
+CROWD_PREDS = SAMPLES / "xtcocoapi_example_crowdpose_preds.json"
+MMPOSE_CROWD_GT = SAMPLES / "mmpose_test_crowdpose.json"

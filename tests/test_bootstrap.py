@@ -18,14 +18,9 @@ from poseharness.eval.bootstrap import (Matches, interval, matches_path, metric_
                                         paired_seeds_difference, record_intervals, resample_weights,
                                         seeds_interval)
 from poseharness.eval.evaluate import evaluate, evaluate_for_record
-from shared_data import CROWDPOSE_VAL, SAMPLES
+from shared_data import (COCO_GT, COCO_PREDS, CROWD_GT, CROWD_PREDS, CROWDPOSE_VAL, MMPOSE_CROWD_GT, OCHUMAN_GT,
+                         SAMPLES)
 
-COCO_GT = SAMPLES / "mmpose_test_coco.json"
-COCO_PREDS = SAMPLES / "xtcocoapi_example_coco_preds.json"
-OCHUMAN_GT = SAMPLES / "mmpose_test_ochuman.json"
-CROWD_GT = SAMPLES / "xtcocoapi_example_crowdpose_val.json"
-CROWD_PREDS = SAMPLES / "xtcocoapi_example_crowdpose_preds.json"
-MMPOSE_CROWD_GT = SAMPLES / "mmpose_test_crowdpose.json"
 K = {"coco": 17, "ochuman": 17, "crowdpose": 14}
 
 

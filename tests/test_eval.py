@@ -30,14 +30,9 @@ from poseharness.eval import (MIN_CONFIDENCE, evaluate, read_results, results_re
                               write_results)
 from poseharness.eval.protocols import COCO_STAT_NAMES, CROWDPOSE_STAT_NAMES
 from poseharness.schemas import COCO17, CROWDPOSE14
-from shared_data import CROWDPOSE_VAL, SAMPLES
+from shared_data import (COCO_GT, COCO_PREDS, CROWD_GT, CROWD_PREDS, CROWDPOSE_VAL, MMPOSE_CROWD_GT, OCHUMAN_GT,
+                         SAMPLES)
 
-COCO_GT = SAMPLES / "mmpose_test_coco.json"
-COCO_PREDS = SAMPLES / "xtcocoapi_example_coco_preds.json"
-OCHUMAN_GT = SAMPLES / "mmpose_test_ochuman.json"
-CROWD_GT = SAMPLES / "xtcocoapi_example_crowdpose_val.json"
-CROWD_PREDS = SAMPLES / "xtcocoapi_example_crowdpose_preds.json"
-MMPOSE_CROWD_GT = SAMPLES / "mmpose_test_crowdpose.json"
 
 
 # ----------------------------------------------------------------------------------------------------------
