@@ -28,6 +28,11 @@ from poseharness.train import TrainResult, seed_everything, train
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: Easier images than synthetic-coco's defaults (the other generator settings are the manifest's): 1-3 persons of
+#: 40-95 % of the image height, no crowd regions, fewer occluders, so that minutes of one CPU core teach a tiny net
+#: far more than the noise of another torch build or thread count moves it.
+EASY = {"persons_per_image": [1, 3], "person_height": [0.4, 0.95], "crowd_region_rate": 0.0, "occluder_rate": 0.1}
+
 
 @dataclass
 class LearningRun:

@@ -2,7 +2,7 @@
 cannot.
 
 Everything is the real pipeline: a synthetic COCO set generated under tmp_path, ``train`` with the tiny scale of
-``methods/gog/method.yaml`` as it stands (600 Adam steps of 8 images), ``predict`` with the ``ours`` variant
+``methods/gog/method.yaml`` (Adam on 128-pixel crops, step decay) shortened to ``STEPS``, ``predict`` with the ``ours`` variant
 (bicubic upsampling, greedy grouping) and the official COCO evaluation on the val split. The set is the
 synthetic COCO generator with easier images than the default (1-3 persons of 40-95 % of the image height, no
 crowd regions, fewer occluders), so that a few minutes of 2 CPU cores teach the tiny net something measurable.
@@ -11,24 +11,25 @@ seed), so the margin is what training added. Seeds are fixed, and on the CPU the
 """
 import pytest
 
-from learning import learning_run
-
-#: Easier images than synthetic-coco's defaults (the other generator settings are the manifest's).
-EASY = {"persons_per_image": [1, 3], "person_height": [0.4, 0.95], "crowd_region_rate": 0.0, "occluder_rate": 0.1}
+from learning import EASY, learning_run
 
 
-@pytest.mark.timeout(1800)   # ~5 min on 2 idle cores; 14 min measured with other jobs on them
+#: The tiny scale's schedule (crops, step decay at 75 % and 90 %) shortened to this many steps.
+STEPS = 2000
+
+
+@pytest.mark.timeout(3600)   # ~8 min on 2 idle cores; about 20 with other jobs on them
 def test_tiny_gog_learns_on_synthetic_coco(tmp_path, monkeypatch):
     result = learning_run(tmp_path, monkeypatch, "gog", "precise", "ours", train_images=256, val_images=64, seed=0,
-                          generator=EASY)
+                          generator=EASY, steps=STEPS)
     print("\n" + result.report("tiny GOG on easy synthetic COCO (256 train / 64 val images, seed 0)"))
     metrics = result.metrics
     trained, untrained = metrics["trained"], metrics["untrained"]
     # Untrained heads output ~0 everywhere (bias 0, weights N(0, 1e-3²)): no peak reaches the decoder's
-    # threshold, so nothing is predicted and every figure is 0. Trained (measured, seed 0): AP 0.037, AP50 0.158,
-    # AR50 0.365 — a third of the ~190 val persons found at OKS >= 0.5, which no untrained or random model does.
-    # The thresholds sit at about half of those figures (the CPU's float kernels move a few hundred steps of a
-    # small net a little) and far above the untrained zeros.
+    # threshold, so nothing is predicted and every figure is 0. Trained (measured, torch 2.14.1 CPU, one thread,
+    # seed 0, 2,000 steps of 128-pixel crops, person score sum/17): AP 0.0763, AP50 0.286, AR50 0.381 (the previous
+    # 600 steps on whole 256 images: 0.037 / 0.158 / 0.365). Each threshold sits at a third to a half of the
+    # measured figure and far above the untrained zeros.
     assert trained["AR50"] >= 0.15 and trained["AR50"] >= 5 * untrained["AR50"]
-    assert trained["AP50"] >= 0.06 and trained["AP50"] >= 5 * untrained["AP50"]
-    assert trained["AP"] >= 0.015 and trained["AP"] >= 5 * untrained["AP"]
+    assert trained["AP50"] >= 0.10 and trained["AP50"] >= 5 * untrained["AP50"]
+    assert trained["AP"] >= 0.025 and trained["AP"] >= 5 * untrained["AP"]
