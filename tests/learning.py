@@ -1,7 +1,7 @@
 """The learning run every method's learning test makes: a trained model against the same model untrained.
 
 A synthetic COCO set is generated under the test's tmp_path (the ``synthetic-coco`` manifest with its sizes and,
-optionally, some generator settings replaced), the method's ``training`` is trained at scale tiny on the CPU
+optionally, some generator settings replaced), the method's ``training`` is trained at a scale (default tiny) on the CPU
 with one compute thread beside one loader process (two threads plus a loader oversubscribe a 2-core machine
 and run several times slower, measured), and both the final checkpoint and the run's own initial weights (the
 trainer seeds the model with the training seed, then builds it) are predicted with ``variant`` and evaluated
@@ -54,8 +54,8 @@ class LearningRun:
 
 def learning_run(tmp_path: Path, monkeypatch, method: str, training: str, variant: str, *, train_images: int,
                  val_images: int, seed: int = 0, generator: dict | None = None,
-                 steps: int | None = None) -> LearningRun:
-    """Train ``method``/``training`` at scale tiny (``steps``: the scale's schedule when None) and score the
+                 steps: int | None = None, scale: str = "tiny") -> LearningRun:
+    """Train ``method``/``training`` at ``scale`` (``steps``: the scale's schedule when None) and score the
     trained and the untrained model with ``variant`` on a fresh synthetic COCO set."""
     monkeypatch.setenv("POSEHARNESS_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("POSEHARNESS_RESULTS", str(tmp_path / "results"))
@@ -70,7 +70,7 @@ def learning_run(tmp_path: Path, monkeypatch, method: str, training: str, varian
 
     spec = load_method(method)
     with torch_threads(1):
-        run = train(spec, training, manifest, "tiny", seed=seed, steps=steps, out=tmp_path / "run", device="cpu",
+        run = train(spec, training, manifest, scale, seed=seed, steps=steps, out=tmp_path / "run", device="cpu",
                     workers=1, progress=False, log=lambda *_: None)
         assert run.complete and run.step == run.total_steps
         t_train = time.perf_counter() - start - t_data
