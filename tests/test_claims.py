@@ -236,11 +236,8 @@ def test_real_bootstrap_integration(tmp_path):
     from poseharness.bench.evaluate import perturbed_predictions
     from poseharness.eval import evaluate
     from poseharness.eval.bootstrap import matches_path
-    from shared_data import SAMPLES
+    from shared_data import COCO_GT as gt_path
 
-    gt_path = SAMPLES / "mmpose_test_coco.json"
-    if not gt_path.is_file():
-        pytest.skip(f"no sample annotation file at {gt_path}")
     gt = json.loads(gt_path.read_text())
     rows = []
     for variant, seed, kw in (("ours", 0, {"jitter": 0.01, "missing": 0.0}),

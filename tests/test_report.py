@@ -405,11 +405,8 @@ def test_report_with_real_matches(tmp_path):
     from poseharness.bench.evaluate import perturbed_predictions
     from poseharness.eval import evaluate
     from poseharness.eval.bootstrap import matches_path
-    from shared_data import SAMPLES
+    from shared_data import COCO_GT as gt_path
 
-    gt_path = SAMPLES / "mmpose_test_coco.json"
-    if not gt_path.is_file():
-        pytest.skip(f"no sample annotation file at {gt_path}")
     gt = json.loads(gt_path.read_text())
     noise = {"ours": 0.01, "qnt": 0.3, "ours_ro": 0.012, "dark": 0.3, "ours_bilinear": 0.3}
 
