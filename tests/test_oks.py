@@ -10,7 +10,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from poseharness.eval.oks import oks, oks_nms
+from poseharness.eval.oks import oks
+from poseharness.posenms import oks_nms
 from poseharness.schemas import COCO17, CROWDPOSE14
 
 
@@ -116,10 +117,10 @@ def test_oks_nms_hand_worked():
     scores = np.array([0.8, 0.9, 0.7, 0.6])
     areas = np.full(4, 100.0)
     # OKS(0 vs 1) = exp(-0.25 / 8) ≈ 0.969; OKS(3 vs 2) = exp(-9 / 8) ≈ 0.325.
-    np.testing.assert_array_equal(oks_nms(poses, scores, areas, sigmas, threshold=0.9), [1, 2, 3])
-    np.testing.assert_array_equal(oks_nms(poses, scores, areas, sigmas, threshold=0.3), [1, 2])
-    np.testing.assert_array_equal(oks_nms(poses, scores, areas, sigmas, threshold=0.99), [1, 0, 2, 3])
-    assert oks_nms(np.zeros((0, 4, 2)), np.zeros(0), np.zeros(0), sigmas, 0.9).shape == (0,)
+    np.testing.assert_array_equal(oks_nms(poses, scores, sigmas, areas=areas, threshold=0.9), [1, 2, 3])
+    np.testing.assert_array_equal(oks_nms(poses, scores, sigmas, areas=areas, threshold=0.3), [1, 2])
+    np.testing.assert_array_equal(oks_nms(poses, scores, sigmas, areas=areas, threshold=0.99), [1, 0, 2, 3])
+    assert oks_nms(np.zeros((0, 4, 2)), np.zeros(0), sigmas, 0.9, areas=np.zeros(0)).shape == (0,)
 
 
 def test_oks_nms_keeps_no_similar_pair():
@@ -129,7 +130,7 @@ def test_oks_nms_keeps_no_similar_pair():
     poses = np.repeat(people, 3, axis=0) + rng.normal(size=(60, 17, 2)) * rng.uniform(0, 10, (60, 1, 1))
     scores = rng.random(60)
     areas = np.full(60, 2000.0)
-    keep = oks_nms(poses, scores, areas, COCO17.sigmas_array, threshold=0.5)
+    keep = oks_nms(poses, scores, COCO17.sigmas_array, threshold=0.5, areas=areas)
     assert list(scores[keep]) == sorted(scores[keep], reverse=True)
     assert keep[0] == np.argmax(scores)
     ref = np.concatenate([poses, np.ones((60, 17, 1))], axis=2)

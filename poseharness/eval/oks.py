@@ -8,6 +8,8 @@ with d the pixel distance, ``s² = area`` of the GT (plus ``np.spacing(1)``, as 
 does not divide by zero) and ``k = 2σ``. For a GT with no labelled keypoint pycocotools uses, for every
 keypoint, the distance from the prediction to the GT box grown by one box size on each side (0 inside it) —
 reproduced here for equality, although evaluators ignore such GTs. The prediction's confidences are never read.
+
+Pose NMS (greedy OKS-NMS, IoU-NMS), an inference step, lives in :mod:`poseharness.posenms`.
 """
 from __future__ import annotations
 
@@ -63,35 +65,3 @@ def oks(pred, gt, areas, sigmas, gt_boxes=None) -> np.ndarray:
     total = np.where(counted[None], np.exp(-e), 0.0).sum(axis=2)
     return total / counted.sum(axis=1)[None, :]
 
-
-def oks_nms(poses, scores, areas, sigmas, threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression of poses by OKS.
-
-    poses:     (N, K, 2|3) float — x, y in pixels (confidences are not used)
-    scores:    (N,) float — higher is better
-    areas:     (N,) float — each pose's OKS scale s², px² (e.g. its box area)
-    sigmas:    (K,) float
-    threshold: a pose is suppressed when its OKS to an already kept, higher-scoring pose exceeds this
-    Returns the kept indices (int64), highest score first.
-
-    The kept pose plays the GT: its area is the scale, and all its K keypoints count (MMPose's
-    ``oks_nms`` averages the two areas instead; for equal-sized duplicates the two agree).
-    """
-    poses = np.asarray(poses, dtype=np.float64)
-    scores = np.asarray(scores, dtype=np.float64)
-    n = poses.shape[0]
-    if scores.shape != (n,):
-        raise ValueError(f"scores must be (N,) = ({n},), got {scores.shape}")
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    reference = np.concatenate([poses[..., :2], np.ones(poses.shape[:2] + (1,))], axis=2)
-    similarity = oks(poses, reference, areas, sigmas)            # [i, j]: pose i against kept pose j
-    order = np.argsort(-scores, kind="stable")
-    suppressed = np.zeros(n, dtype=bool)
-    keep = []
-    for i in order:
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= similarity[:, i] > threshold
-    return np.asarray(keep, dtype=np.int64)
