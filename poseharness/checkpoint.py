@@ -16,6 +16,7 @@ import os
 import pickle
 import random
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 from . import paths
 from .errors import HarnessError
 from .io import atomic_path
+from .provenance import config_hash
 
 FORMAT = "poseharness-checkpoint"
 VERSION = 1
@@ -44,6 +46,9 @@ FIELDS = {
     "total_steps": int, "steps_per_epoch": int, "world_size": int, "model": dict, "optimizer": dict,
     "scheduler": dict, "scaler": dict, "rng": dict, "seconds": float, "losses": dict,
 }
+#: Fields a checkpoint may hold (absent from older ones): ``init``, the checkpoint a training started from
+#: ({'from', 'freeze', 'path', 'sha256'}; {} for a training from scratch).
+OPTIONAL_FIELDS = {"init": dict}
 
 
 def checkpoints_dir() -> Path:
@@ -109,6 +114,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok:
             raise HarnessError(f"{path}: field {name}: expected {kind.__name__}, got {type(value).__name__}")
+    for name, kind in OPTIONAL_FIELDS.items():
+        if name in state and not isinstance(state[name], kind):
+            raise HarnessError(f"{path}: field {name}: expected {kind.__name__}, got {type(state[name]).__name__}")
     try:
         state["config"] = json.loads(state["config_json"])
     except json.JSONDecodeError as exc:
@@ -163,6 +171,125 @@ def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
     model.load_state_dict(saved)
 
 
+def load_init_weights(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """Load another training's weights into ``model`` to start from them: every name must match, with the same
+    shape; otherwise an error naming the checkpoint and all missing / unexpected / reshaped entries."""
+    own, saved = model.state_dict(), state["model"]
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    reshaped = [f"{k} {tuple(saved[k].shape)} -> {tuple(own[k].shape)}" for k in own
+                if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or reshaped:
+        parts = [f"{what}: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
+                 for what, names in (("missing", missing), ("unexpected", unexpected), ("shape", reshaped)) if names]
+        raise HarnessError(f"{path}: field model: the weights to start from do not fit the model of this training "
+                           f"({'; '.join(parts)})")
+    model.load_state_dict(saved, strict=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The state of a training run: finding, building and restoring it
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunHeader:
+    """The fields that are the same in every checkpoint of one run (see :data:`FIELDS`)."""
+    method: str
+    method_dir: str
+    training: str
+    scale: str
+    seed: int
+    config: dict
+    config_hash: str
+    total_steps: int
+    steps_per_epoch: int
+    world_size: int
+    init: dict = field(default_factory=dict)      # the checkpoint the run started from (OPTIONAL_FIELDS)
+
+
+@dataclass
+class Progress:
+    """Where a run stands: optimiser steps done, whether the schedule is complete, wall seconds over all calls,
+    the last step's loss terms and the model's head layout ({output name: channels})."""
+    step: int
+    complete: bool
+    seconds: float
+    losses: dict
+    heads: dict
+
+
+@dataclass
+class TrainingObjects:
+    """What a checkpoint saves and restores besides plain data: model, optimiser, schedule, AMP scaler."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any       # torch.amp.GradScaler (saved as {} when disabled)
+
+
+def checkpoint_state(header: RunHeader, objects: TrainingObjects, progress: Progress) -> dict:
+    """The dict a checkpoint holds (:data:`FIELDS`, plus ``init``), with the generator states of this moment."""
+    h = header
+    return {
+        "format": FORMAT, "version": VERSION, "complete": bool(progress.complete),
+        "method": h.method, "method_dir": h.method_dir, "training": h.training, "scale": h.scale,
+        "seed": int(h.seed), "config_json": json.dumps(h.config, sort_keys=True), "config_hash": h.config_hash,
+        "heads": dict(progress.heads or {}), "step": int(progress.step), "total_steps": h.total_steps,
+        "steps_per_epoch": h.steps_per_epoch, "world_size": h.world_size,
+        "model": objects.model.state_dict(), "optimizer": objects.optimizer.state_dict(),
+        "scheduler": objects.scheduler.state_dict(),
+        "scaler": objects.scaler.state_dict() if objects.scaler.is_enabled() else {},
+        "rng": rng_state(), "seconds": float(progress.seconds), "losses": dict(progress.losses),
+        "init": dict(h.init),
+    }
+
+
+def find_resumable(out_dir: Path, cfg: dict, *, method: str, training: str, world_size: int
+                   ) -> tuple[dict | None, Path | None]:
+    """The checkpoint of ``out_dir`` to resume from (``final.pt``, else ``last.pt``), checked against this run:
+    the method, the training, the config (by hash; the differences are named) and the number of processes.
+    Returns (state, path), or (None, None) when the directory holds neither."""
+    for name in (FINAL, LAST):
+        path = out_dir / name
+        if not path.exists():
+            continue
+        state = load_checkpoint(path)
+        check_identity(state, path, method=method, training=training)
+        if state["config_hash"] != config_hash(cfg):
+            diffs = config_differences(state["config"], cfg)
+            raise HarnessError(
+                f"{path}: field config: the checkpoint was trained with another config ("
+                + "; ".join(diffs[:5]) + ("; ..." if len(diffs) > 5 else "")
+                + "); choose another --out or remove the old run")
+        if state["world_size"] != world_size:
+            raise HarnessError(f"{path}: field world_size: the run was started with {state['world_size']} "
+                               f"process(es), this one has {world_size}; resume with the same number")
+        return state, path
+    return None, None
+
+
+def check_schedule(state: dict, path: Path, steps_per_epoch: int, total_steps: int) -> None:
+    """The checkpoint's schedule is this run's (a changed training split changes both numbers)."""
+    if (state["steps_per_epoch"], state["total_steps"]) != (steps_per_epoch, total_steps):
+        raise HarnessError(
+            f"{path}: field steps_per_epoch: the checkpoint has {state['steps_per_epoch']} steps per "
+            f"epoch and {state['total_steps']} in all, this run {steps_per_epoch} and {total_steps}: the training "
+            f"split changed; choose another --out or remove the old run")
+
+
+def restore_training(state: dict, path: Path, objects: TrainingObjects) -> Progress:
+    """Put a run back where ``state`` left it: weights (checked, see :func:`load_model_state`), optimiser,
+    schedule, AMP scaler and the global generator states. Returns the run's :class:`Progress`."""
+    load_model_state(objects.model, state, path)
+    objects.optimizer.load_state_dict(state["optimizer"])
+    objects.scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"]:
+        objects.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return Progress(step=state["step"], complete=state["complete"], seconds=float(state["seconds"]),
+                    losses=dict(state["losses"]), heads=state["heads"])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Random-generator states as plain data
 # ----------------------------------------------------------------------------------------------------------
@@ -184,6 +311,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore the generator states :func:`rng_state` returned (CUDA ones when the device count matches)."""
     torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],

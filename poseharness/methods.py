@@ -20,6 +20,7 @@ import yaml
 
 from . import paths
 from .errors import HarnessError
+from .settings import SCALE_META, TRAINING_META, check_declared
 
 _SCHEMA_FILE = Path(__file__).with_name("method.schema.yaml")
 
@@ -101,7 +102,9 @@ class MethodSpec:
     def variants(self) -> dict[str, dict]:
         return self.raw["variants"]
 
-    def _pick(self, kind: str, name: str) -> dict:
+    def entry(self, kind: str, name: str) -> dict:
+        """The raw ``scales`` / ``trainings`` / ``variants`` entry ``name``; an unknown name is an error naming
+        method.yaml and the known ones."""
         table = self.raw[kind]
         if name not in table:
             raise HarnessError(f"{self.source}: method {self.name!r} has no {kind[:-1]} {name!r} "
@@ -109,18 +112,30 @@ class MethodSpec:
         return table[name]
 
     def training_config(self, training: str, scale: str) -> dict:
-        """Everything that decides a trained model: defaults ⊕ scale ⊕ training (decode settings excluded)."""
-        cfg = deep_merge(self.raw.get("defaults", {}), {"scale": self._pick("scales", scale)})
-        cfg = deep_merge(cfg, {k: v for k, v in self._pick("trainings", training).items()
-                               if k not in ("description", "oracle_only")})
-        cfg.pop("decode", None)
-        return {"method": self.name, "training": training, "scale_name": scale, **cfg}
+        """Everything that decides a trained model: defaults ⊕ scale ⊕ training, decode settings excluded.
+
+        The setting groups (encoding, model, loss, ...) are merged in that order, so a method reads
+        ``cfg['model']`` whole (a scale's sizes and a training's switches in one mapping); ``cfg['scale']`` keeps
+        the scale's views (``input``, ``train_input``); the trainer's ``train:`` settings are resolved apart
+        (:func:`poseharness.config.train_settings`).
+        """
+        scale_entry = self.entry("scales", scale)
+        groups = {k: v for k, v in self.raw.get("defaults", {}).items() if k not in ("train", "decode")}
+        groups = deep_merge(groups, {k: v for k, v in scale_entry.items() if k not in SCALE_META})
+        groups = deep_merge(groups, {k: v for k, v in self.entry("trainings", training).items()
+                                     if k not in TRAINING_META and k != "decode"})
+        views = {k: copy.deepcopy(v) for k, v in scale_entry.items() if k in ("input", "train_input")}
+        return {"method": self.name, "training": training, "scale_name": scale, **groups, "scale": views}
+
+    def decode_settings(self, variant: str) -> dict:
+        """``defaults.decode`` ⊕ the variant's ``decode``."""
+        return deep_merge(self.raw.get("defaults", {}).get("decode", {}),
+                          self.entry("variants", variant).get("decode", {}))
 
     def variant_config(self, variant: str, scale: str) -> dict:
         """The full resolved config of one evaluated row: its training's config plus its decoder settings."""
-        v = self._pick("variants", variant)
-        cfg = self.training_config(v["training"], scale)
-        cfg["decode"] = deep_merge(self.raw.get("defaults", {}).get("decode", {}), v.get("decode", {}))
+        cfg = self.training_config(self.entry("variants", variant)["training"], scale)
+        cfg["decode"] = self.decode_settings(variant)
         cfg["variant"] = variant
         return cfg
 
@@ -229,7 +244,10 @@ def parse_method(raw: Any, source: Path) -> MethodSpec:
             if col not in raw["variants"]:
                 raise HarnessError(f"{source}: field tables.{tname}: unknown variant {col!r}")
         _check_claims(source, tname, t)
-    return MethodSpec(name=raw["name"], directory=source.parent, paradigm=raw["paradigm"], raw=raw)
+    spec = MethodSpec(name=raw["name"], directory=source.parent, paradigm=raw["paradigm"], raw=raw)
+    check_declared(raw, source, source.parent, lambda kind, name, scale: (
+        spec.training_config(name, scale) if kind == "trainings" else spec.variant_config(name, scale)))
+    return spec
 
 
 def load_method_file(path: str | Path) -> MethodSpec:

@@ -1,8 +1,10 @@
 """The generic trainer: any method directory's model, targets and loss, on any dataset, resumable bit for bit.
 
-``train(...)`` (the ``poseharness train`` verb) resolves the training config (:func:`contract.training_config`),
+``train(...)`` (the ``poseharness train`` verb) resolves the training config (:func:`config.training_config`),
 builds the method's model, the loader's :class:`PoseDataset` with augmentation and the method's ``encode``, and
-runs Adam with the spec's schedule (linear warm-up, then step decay; see :class:`contract.TrainSettings`).
+runs Adam with the spec's schedule (linear warm-up, then step decay; see :class:`config.TrainSettings`).
+How one call runs (run directory, steps, workers, device, ...) is a :class:`RunOptions`; the work is done by a
+:class:`_Run` in named parts (prepare, load the data, build, restore, the loop, one step, save, finish).
 
 Reproducibility. Everything random is a pure function of the seed and the step:
 - the model's initialisation comes from ``torch.manual_seed(seed)``;
@@ -19,32 +21,58 @@ interrupted (tested). CUDA runs use AMP and cuDNN autotuning and are not bit-rep
 Several processes: started by ``torchrun``, the same command trains with DDP (NCCL on CUDA, gloo on the CPU):
 each process takes ``batch / world_size`` images of every step from its shard of the same permutation, gradients
 are averaged, and only rank 0 writes checkpoints and prints. Losses shown are rank 0's.
+
+Method hooks (all optional; see ``contract.OPTIONAL``):
+- ``train_step(net, batch, cfg, *, progress) -> (outputs, terms)``: the method's own forward pass(es) and loss
+  terms for a batch already on the device (several passes, teacher forcing, truncated back-propagation through
+  time: detach the recurrent state between chunks inside the hook). It runs under autocast when AMP is on, so
+  compute the loss terms in float32 (``as_float``); ``progress`` is steps done / all steps (call ``loss_config``
+  with it where the method has one). The trainer sums the terms, and does the one backward pass through the AMP
+  scaler, the clipping, Adam and the schedule, exactly as for the default step. (The sum of per-chunk losses of a
+  truncated unroll has the gradient of per-chunk backward passes; the price is the memory of all chunks' graphs.)
+  Without the hook, a step is ``loss(model(images), batch, loss_config(cfg, progress))``, as it always was.
+- ``collate(items) -> batch``: the method's collation of dataset items (e.g. per-person targets of varying length
+  as lists of tensors); default :func:`poseharness.data.loader.collate`. Its tensors, also those inside lists,
+  tuples and dicts, are moved to the device (the default's per-person lists stay on the CPU, as they always did).
+- ``final_outputs(outputs) -> dict``: the final outputs {name: (B, C, ...) tensor} when the model's outputs are
+  not a list of per-stack dicts (FPN levels, recurrent steps); the head layout ({name: C}) is checked on them.
+  Default :func:`contract.final_outputs`.
+
+Starting from another training. A training entry of method.yaml may say ``init: {from: <training>, freeze:
+[<module name prefixes>]}``: the model starts from that training's complete checkpoint (default its run
+directory's ``final.pt`` for the same dataset, scale and seed, :func:`init_checkpoint_path`; else
+``init_checkpoint=``), every parameter under a prefix (``body`` freezes ``body.0.weight`` but not
+``body2.weight``) is frozen (no gradient, not in the optimiser; BatchNorm layers under it stay in eval mode), and
+the source's sha256 goes into the config (so another source is another config) and, with its path, into the
+checkpoint's ``init`` field.
 """
 from __future__ import annotations
 
-import contextlib
-import json
+import dataclasses
 import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .contract import (MethodEncoder, TrainSettings, final_outputs, input_sizes, method_module, training_config,
-                       view_of)
+from .config import TrainSettings, input_sizes, training_config
+from .contract import MethodEncoder, final_outputs, final_outputs_of, method_module, module_file, view_of
 from .data.loader import PoseDataset, collate
 from .data.manifest import Manifest
+from .device import Distributed, barrier, deterministic, pick_device, process_group
 from .errors import HarnessError
-from .methods import MethodSpec
+from .io import file_digest
+from .methods import MethodSpec, load_method_file
 from .provenance import config_hash
 
 TRAIN_SPLIT = "train"
@@ -64,42 +92,35 @@ class TrainResult:
 
 
 @dataclass(frozen=True)
-class Distributed:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 when not started by torchrun)."""
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
+class RunOptions:
+    """How one call of :func:`train` runs.
 
-    @classmethod
-    def from_env(cls) -> "Distributed":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        return cls(rank=int(os.environ["RANK"]), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def pick_device(name: str, ddp: Distributed) -> torch.device:
-    """'auto' is CUDA when available (one GPU per process under torchrun), else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise HarnessError("--device cuda: no CUDA device is available")
-        return torch.device("cuda", ddp.local_rank) if name == "cuda" else torch.device(name)
-    if name != "cpu":
-        raise HarnessError(f"unknown device {name!r} (auto | cpu | cuda | cuda:N)")
-    return torch.device("cpu")
+    out:              run directory (default ``checkpoints/<method>/<dataset>/<training>/<scale>-seed<N>/``)
+    size, data_seed:  which synthetic set; steps: override the schedule's length
+    workers, checkpoint_every: override the spec's (they do not change the result)
+    keep_every:       also keep a snapshot ``snapshots/step-NNNNNN.pt`` every this many steps (learning curves,
+                      ``poseharness bench curve``); does not change the result
+    device:           auto | cpu | cuda[:N]; amp: use AMP (float16 autocast + GradScaler) on CUDA
+    progress:         show a progress bar (rank 0)
+    init_checkpoint:  the checkpoint a training with ``init:`` starts from (default :func:`init_checkpoint_path`)
+    log:              where the run's messages go (default ``print``)
+    """
+    out: str | os.PathLike | None = None
+    size: str | None = None
+    data_seed: int | None = None
+    steps: int | None = None
+    workers: int | None = None
+    checkpoint_every: int | None = None
+    keep_every: int | None = None
+    device: str = "auto"
+    amp: bool = True
+    progress: bool = True
+    init_checkpoint: str | os.PathLike | None = None
+    log: Callable[..., Any] = print
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, numpy's global generator and torch's."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -113,10 +134,21 @@ def epoch_batches(sampler: DistributedSampler, epoch: int, per_rank_batch: int, 
     return [order[i * per_rank_batch:(i + 1) * per_rank_batch] for i in range(start, stop)]
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    """Tensors of a collated batch onto ``device``; lists (per-person arrays, metas) stay as they are."""
+def to_device(batch: dict, device: torch.device, nested: bool = False) -> dict:
+    """Tensors of a collated batch onto ``device``; lists (per-person arrays, metas) stay as they are, unless
+    ``nested``: then tensors inside lists, tuples and dicts move too (a method's own ``collate`` hook)."""
     nb = device.type == "cuda"
-    return {k: v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def move(v: Any, deeper: bool) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v.to(device, non_blocking=nb)
+        if deeper and isinstance(v, (list, tuple)):
+            return type(v)(move(x, True) for x in v)
+        if deeper and isinstance(v, dict):
+            return {k: move(x, True) for k, x in v.items()}
+        return v
+
+    return {k: move(v, nested) for k, v in batch.items()}
 
 
 def as_float(outputs: Any) -> Any:
@@ -130,9 +162,9 @@ def as_float(outputs: Any) -> Any:
     return outputs
 
 
-def head_layout(outputs: Any) -> dict[str, int]:
-    """{output name: channels} of the final outputs."""
-    return {k: int(v.shape[1]) for k, v in final_outputs(outputs).items()}
+def head_layout(outputs: Any, final: Callable[[Any], dict] = final_outputs) -> dict[str, int]:
+    """{output name: channels} of the final outputs (``final``: the method's ``final_outputs``, if it has one)."""
+    return {k: int(v.shape[1]) for k, v in final(outputs).items()}
 
 
 class LRSchedule:
@@ -152,23 +184,26 @@ class LRSchedule:
                              ).lr_factor(step, self.total)
 
 
-def train_step(net: torch.nn.Module, module, batch: dict, cfg: dict, optimizer, scheduler, scaler, use_amp: bool,
-               grad_clip: float | None, progress: float = 0.0) -> tuple[Any, dict, torch.Tensor]:
-    """One optimiser step on a batch already on the device: forward (autocast under AMP), the method's loss in
-    float32 (with the config of its ``loss_config(cfg, progress)`` where the method has one; progress = steps
-    done / all steps), backward through the AMP scaler, optional gradient clipping, Adam, schedule.
+# ----------------------------------------------------------------------------------------------------------
+# One step
+# ----------------------------------------------------------------------------------------------------------
 
-    Under AMP a step whose gradients overflow is skipped by the scaler (and the loss may be infinite); without
-    AMP the caller checks the returned loss. Returns (float32 outputs, loss terms, their sum).
-    """
+def forward_loss(net: torch.nn.Module, module, batch: dict, cfg: dict, use_amp: bool, progress: float
+                 ) -> tuple[Any, dict]:
+    """The default step's forward pass (autocast under AMP) and the method's loss terms in float32, with the
+    config of its ``loss_config(cfg, progress)`` where the method has one. Returns (float32 outputs, terms)."""
     with torch.autocast(batch["image"].device.type, dtype=torch.float16, enabled=use_amp):
         outputs = net(batch["image"])
     outputs = as_float(outputs)
     loss_config = getattr(module, "loss_config", None)
     terms = module.loss(outputs, batch, loss_config(cfg, progress) if loss_config is not None else cfg)
-    loss = sum(terms.values())
-    if not use_amp and not torch.isfinite(loss):
-        return outputs, terms, loss          # no update from a non-finite loss; the trainer stops
+    return outputs, terms
+
+
+def optimizer_step(loss: torch.Tensor, objects: ckpt.TrainingObjects, grad_clip: float | None) -> None:
+    """Backward through the AMP scaler, optional gradient clipping (of the optimised parameters), Adam, schedule.
+    Under AMP a step whose gradients overflow is skipped by the scaler."""
+    optimizer, scaler = objects.optimizer, objects.scaler
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if grad_clip is not None:
@@ -176,212 +211,447 @@ def train_step(net: torch.nn.Module, module, batch: dict, cfg: dict, optimizer, 
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    scheduler.step()
+    objects.scheduler.step()
+
+
+def train_step(net: torch.nn.Module, module, batch: dict, cfg: dict, optimizer, scheduler, scaler, use_amp: bool,
+               grad_clip: float | None, progress: float = 0.0) -> tuple[Any, dict, torch.Tensor]:
+    """One default optimiser step on a batch already on the device (:func:`forward_loss`, then
+    :func:`optimizer_step`); kept with this signature for ``bench train``.
+
+    Without AMP a non-finite loss makes no update (the caller checks the returned loss). Returns (float32
+    outputs, loss terms, their sum)."""
+    outputs, terms = forward_loss(net, module, batch, cfg, use_amp, progress)
+    loss = sum(terms.values())
+    if not use_amp and not torch.isfinite(loss):
+        return outputs, terms, loss          # no update from a non-finite loss; the trainer stops
+    optimizer_step(loss, ckpt.TrainingObjects(net, optimizer, scheduler, scaler), grad_clip)
     return outputs, terms, loss
 
 
-@contextlib.contextmanager
-def deterministic(enabled: bool):
-    """``torch.use_deterministic_algorithms(enabled)`` for the duration, then the previous setting."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(enabled)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before)
+# ----------------------------------------------------------------------------------------------------------
+# A method's hooks
+# ----------------------------------------------------------------------------------------------------------
+
+class MethodCollate:
+    """``collate_fn`` for the DataLoader: the method's ``collate(items)``.
+
+    Picklable by reference to the method file (like :class:`contract.MethodEncoder`), so DataLoader workers
+    started with 'spawn' re-import the method by path just as 'fork' workers inherit it."""
+
+    def __init__(self, spec: MethodSpec):
+        self.source = spec.source
+        self._collate = method_module(spec).collate
+
+    def __getstate__(self) -> dict:
+        return {"source": self.source}
+
+    def __setstate__(self, state: dict) -> None:
+        self.source = state["source"]
+        self._collate = method_module(load_method_file(self.source)).collate
+
+    def __call__(self, items: list) -> Any:
+        return self._collate(items)
 
 
-def _existing(out_dir: Path, cfg: dict, spec: MethodSpec, training: str, world: int) -> tuple[dict | None, Path | None]:
-    """The checkpoint to resume from (final.pt, else last.pt), checked against this run; (None, None) if none."""
-    for name in (ckpt.FINAL, ckpt.LAST):
-        path = out_dir / name
-        if not path.exists():
-            continue
-        state = ckpt.load_checkpoint(path)
-        ckpt.check_identity(state, path, method=spec.name, training=training)
-        if state["config_hash"] != config_hash(cfg):
-            diffs = ckpt.config_differences(state["config"], cfg)
-            raise HarnessError(
-                f"{path}: field config: the checkpoint was trained with another config ("
-                + "; ".join(diffs[:5]) + ("; ..." if len(diffs) > 5 else "")
-                + "); choose another --out or remove the old run")
-        if state["world_size"] != world:
-            raise HarnessError(f"{path}: field world_size: the run was started with {state['world_size']} "
-                               f"process(es), this one has {world}; resume with the same number")
-        return state, path
-    return None, None
+@dataclass(frozen=True)
+class MethodHooks:
+    """A method's trainer hooks: its ``train_step`` (None: the default step), its collation (default the loader's
+    :func:`collate`) and its ``final_outputs`` (default :func:`contract.final_outputs`)."""
+    step: Callable | None
+    collate: Callable
+    final: Callable
 
+    @classmethod
+    def of(cls, spec: MethodSpec, module) -> "MethodHooks":
+        """The hooks ``module`` (the method module of ``spec``) defines, defaults for the others."""
+        return cls(step=getattr(module, "train_step", None),
+                   collate=MethodCollate(spec) if getattr(module, "collate", None) is not None else collate,
+                   final=final_outputs_of(module))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Starting from another training: init: {from, freeze}
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InitSource:
+    """The checkpoint a training starts from: the training it is of (``init.from``), the frozen prefixes, the
+    file, its sha256 and its loaded state."""
+    training: str
+    freeze: tuple[str, ...]
+    path: Path
+    sha256: str
+    state: dict = field(repr=False, compare=False)
+
+    def config(self) -> dict:
+        """What goes into the config (and its hash): the source training, the frozen prefixes, the file's hash."""
+        return {"from": self.training, "freeze": list(self.freeze), "sha256": self.sha256}
+
+    def record(self) -> dict:
+        """The checkpoint's ``init`` field: :meth:`config` and the source's path."""
+        return {**self.config(), "path": str(self.path)}
+
+
+def init_entry(spec: MethodSpec, training: str) -> dict | None:
+    """The checked ``init:`` of a training entry, ``{'from': str, 'freeze': [str]}``; None when it has none.
+    Errors name method.yaml and the field."""
+    where = f"{spec.source}: field trainings.{training}.init"
+    if training not in spec.trainings:
+        raise HarnessError(f"{spec.source}: method {spec.name!r} has no training {training!r} "
+                           f"(known: {', '.join(spec.trainings)})")
+    raw = spec.trainings[training].get("init")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"from", "freeze"}:
+        raise HarnessError(f"{where}: must be a mapping {{from: <training>, freeze: [<module prefixes>]}}, "
+                           f"got {raw!r}")
+    source, freeze = raw.get("from"), raw.get("freeze", [])
+    if not isinstance(source, str) or source not in spec.trainings or source == training:
+        raise HarnessError(f"{where}.from: {source!r} names no other training of method {spec.name!r} "
+                           f"(known: {', '.join(t for t in spec.trainings if t != training)})")
+    if not isinstance(freeze, list) or not all(isinstance(p, str) and p.strip(".") for p in freeze):
+        raise HarnessError(f"{where}.freeze: must be a list of module name prefixes, got {freeze!r}")
+    return {"from": source, "freeze": list(freeze)}
+
+
+def init_checkpoint_path(spec: MethodSpec, training: str, manifest_name: str, scale: str, seed: int) -> Path:
+    """The default checkpoint ``training`` starts from: ``final.pt`` of the run directory of its ``init.from``
+    training on the same dataset, scale and seed. An error when the training has no ``init:``."""
+    entry = init_entry(spec, training)
+    if entry is None:
+        raise HarnessError(f"{spec.source}: field trainings.{training}.init: training {training!r} does not start "
+                           f"from another training")
+    return ckpt.run_dir(spec.name, manifest_name, entry["from"], scale, seed) / ckpt.FINAL
+
+
+def resolve_init(spec: MethodSpec, training: str, manifest_name: str, scale: str, seed: int,
+                 path: str | os.PathLike | None) -> InitSource | None:
+    """The source checkpoint of a training with ``init:`` (``path``, else :func:`init_checkpoint_path`), read
+    and checked: it exists, is of this method and of the ``from`` training, and is complete. None without
+    ``init:`` (then ``path`` must be None)."""
+    entry = init_entry(spec, training)
+    if entry is None:
+        if path is not None:
+            raise HarnessError(f"--init-checkpoint {path}: training {training!r} has no init: entry to start from "
+                               f"another training ({spec.source}: field trainings.{training}.init)")
+        return None
+    path = Path(path) if path is not None else init_checkpoint_path(spec, training, manifest_name, scale, seed)
+    if not path.is_file():
+        raise HarnessError(f"{path}: checkpoint file not found: training {training!r} starts from training "
+                           f"{entry['from']!r} ({spec.source}: field trainings.{training}.init.from); train that "
+                           f"first or pass --init-checkpoint")
+    state = ckpt.load_checkpoint(path)
+    ckpt.check_identity(state, path, method=spec.name, training=entry["from"])
+    if not state["complete"]:
+        raise HarnessError(f"{path}: field complete: the checkpoint to start {training!r} from is not complete "
+                           f"({state['step']} of {state['total_steps']} steps); finish training "
+                           f"{entry['from']!r} first")
+    return InitSource(entry["from"], tuple(entry["freeze"]), path.resolve(), file_digest(path), state)
+
+
+def _under(name: str, prefix: str) -> bool:
+    """``name`` is the module / parameter ``prefix`` or lies inside it (``body`` covers ``body.0.weight``)."""
+    prefix = prefix.rstrip(".")
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def freeze(model: torch.nn.Module, prefixes: tuple[str, ...], where: str) -> set[str]:
+    """Stop the gradient of every parameter under one of ``prefixes``; returns their names. A prefix that
+    covers no parameter is an error naming ``where`` (the setting) and the model's top-level modules."""
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(_under(n, prefix) for n in names):
+            tops = sorted({n.split(".")[0] for n in names})
+            raise HarnessError(f"{where}: {prefix!r} names no parameter of the model (its modules: "
+                               f"{', '.join(tops)})")
+    frozen = {n for n in names if any(_under(n, p) for p in prefixes)}
+    for name, param in model.named_parameters():
+        if name in frozen:
+            param.requires_grad_(False)
+    return frozen
+
+
+def train_mode(model: torch.nn.Module, frozen_prefixes: tuple[str, ...] = ()) -> None:
+    """``model.train()``, with the BatchNorm layers under a frozen prefix kept in eval mode (their running
+    statistics stay those of the source training)."""
+    model.train()
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and any(_under(name, p) for p in frozen_prefixes):
+            m.eval()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# train()
+# ----------------------------------------------------------------------------------------------------------
 
 def train(spec: MethodSpec, training: str, manifest: Manifest, scale: str, *, seed: int = 0,
-          out: str | os.PathLike | None = None, size: str | None = None, data_seed: int | None = None,
-          steps: int | None = None, workers: int | None = None, checkpoint_every: int | None = None,
-          keep_every: int | None = None, device: str = "auto", amp: bool = True, progress: bool = True,
-          log=print) -> TrainResult:
+          options: RunOptions | None = None, **settings: Any) -> TrainResult:
     """Train ``spec``'s ``training`` at ``scale`` on the ``train`` split of ``manifest``; resume if possible.
 
-    out:              run directory (default ``checkpoints/<method>/<dataset>/<training>/<scale>-seed<N>/``)
-    size, data_seed:  which synthetic set; steps: override the schedule's length
-    workers, checkpoint_every: override the spec's (they do not change the result)
-    keep_every:       also keep a snapshot ``snapshots/step-NNNNNN.pt`` every this many steps (learning curves,
-                      ``poseharness bench curve``); does not change the result
-    device:           auto | cpu | cuda[:N]; amp: use AMP (float16 autocast + GradScaler) on CUDA
+    ``options`` says how this call runs (:class:`RunOptions`); its fields may also be given as keywords
+    (``out=``, ``size=``, ``steps=``, ``device=``, ``init_checkpoint=``, ``log=``, ...), which override ``options``.
     Returns a :class:`TrainResult`. Raises :class:`HarnessError` for bad specs, data or checkpoints.
     """
-    module = method_module(spec)
-    cfg, settings = training_config(spec, training, scale, manifest, size=size, data_seed=data_seed, seed=seed,
-                                    steps=steps)
-    cfg_hash = config_hash(cfg)
-    manifest.split(TRAIN_SPLIT)         # a dataset without a train split: error naming the manifest
-    ddp = Distributed.from_env()
-    dev = pick_device(device, ddp)
-    use_amp = bool(amp) and dev.type == "cuda"
-    out_dir = Path(out) if out is not None else ckpt.run_dir(spec.name, manifest.name, training, scale, seed)
-    n_workers = settings.workers if workers is None else int(workers)
-    every = settings.checkpoint_every if checkpoint_every is None else int(checkpoint_every)
+    opts = dataclasses.replace(options or RunOptions(), **settings)
+    run = _Run.prepare(spec, training, manifest, scale, seed, opts)
+    if run.state is not None and run.state["complete"]:
+        return run.already_complete()
+    run.load_data(manifest)
+    with process_group(run.ddp, run.dev), deterministic(run.dev.type == "cpu"):
+        return run.execute()
+
+
+def _checkpoint_every(opts: RunOptions, settings: TrainSettings) -> int:
+    """Steps between checkpoints (the option, else the spec's); checks ``keep_every`` too."""
+    every = settings.checkpoint_every if opts.checkpoint_every is None else int(opts.checkpoint_every)
     if every < 1:
         raise HarnessError(f"--checkpoint-every must be a positive integer, got {every}")
-    if keep_every is not None and keep_every < 1:
-        raise HarnessError(f"--keep-every must be a positive integer, got {keep_every}")
-    if settings.batch % ddp.world_size:
-        raise HarnessError(f"{spec.source}: field scales.{scale}.train.batch: {settings.batch} does not split "
-                           f"evenly over {ddp.world_size} processes")
-    per_rank = settings.batch // ddp.world_size
+    if opts.keep_every is not None and opts.keep_every < 1:
+        raise HarnessError(f"--keep-every must be a positive integer, got {opts.keep_every}")
+    return every
 
-    state, state_path = _existing(out_dir, cfg, spec, training, ddp.world_size)
-    if state is not None and state["complete"]:
-        if ddp.main:
-            log(f"{state_path}: already complete ({state['step']} steps); nothing to do")
-        return TrainResult(state_path, state["step"], state["total_steps"], True, resumed_from=state["step"],
+
+@dataclass
+class _Run:
+    """One call of :func:`train`: what it resolved before the first step, and the parts of the work."""
+    spec: MethodSpec
+    training: str
+    scale: str
+    seed: int
+    opts: RunOptions
+    module: Any
+    hooks: MethodHooks
+    cfg: dict
+    settings: TrainSettings
+    init: InitSource | None
+    ddp: Distributed
+    dev: torch.device
+    out_dir: Path
+    every: int
+    state: dict | None = None            # the checkpoint resumed from, and its path
+    state_path: Path | None = None
+    dataset: PoseDataset | None = None   # set by load_data
+    per_epoch: int = 0
+    total: int = 0
+
+    @classmethod
+    def prepare(cls, spec: MethodSpec, training: str, manifest: Manifest, scale: str, seed: int,
+                opts: RunOptions) -> "_Run":
+        """Resolve the config, the source of an ``init:``, the device and the checkpoint to resume from."""
+        module = method_module(spec)
+        cfg, settings = training_config(spec, training, scale, manifest, size=opts.size,
+                                        data_seed=opts.data_seed, seed=seed, steps=opts.steps)
+        init = resolve_init(spec, training, manifest.name, scale, seed, opts.init_checkpoint)
+        if init is not None:
+            cfg["init"] = init.config()
+        manifest.split(TRAIN_SPLIT)         # a dataset without a train split: error naming the manifest
+        ddp = Distributed.from_env()
+        out = opts.out if opts.out is not None else ckpt.run_dir(spec.name, manifest.name, training, scale, seed)
+        run = cls(spec=spec, training=training, scale=scale, seed=seed, opts=opts, module=module,
+                  hooks=MethodHooks.of(spec, module), cfg=cfg, settings=settings, init=init, ddp=ddp,
+                  dev=pick_device(opts.device, ddp), out_dir=Path(out), every=_checkpoint_every(opts, settings))
+        if settings.batch % ddp.world_size:
+            raise HarnessError(f"{spec.source}: field scales.{scale}.train.batch: {settings.batch} does not split "
+                               f"evenly over {ddp.world_size} processes")
+        run.state, run.state_path = ckpt.find_resumable(run.out_dir, cfg, method=spec.name, training=training,
+                                                        world_size=ddp.world_size)
+        return run
+
+    @property
+    def use_amp(self) -> bool:
+        return bool(self.opts.amp) and self.dev.type == "cuda"
+
+    @property
+    def per_rank(self) -> int:
+        return self.settings.batch // self.ddp.world_size
+
+    @property
+    def frozen_prefixes(self) -> tuple[str, ...]:
+        return self.init.freeze if self.init is not None else ()
+
+    def already_complete(self) -> TrainResult:
+        """The result of a call that finds this config's ``final.pt``: nothing to do."""
+        state = self.state
+        if self.ddp.main:
+            self.opts.log(f"{self.state_path}: already complete ({state['step']} steps); nothing to do")
+        return TrainResult(self.state_path, state["step"], state["total_steps"], True, resumed_from=state["step"],
                            already_complete=True, losses=state["losses"])
 
-    train_input, _ = input_sizes(cfg)
-    augment = settings.augment_config()
-    dataset = PoseDataset(manifest, TRAIN_SPLIT, input_size=train_input, view=view_of(spec), augment=augment,
-                          encode=MethodEncoder(spec, cfg), size=size, seed=data_seed, augment_seed=seed)
-    per_epoch = (len(dataset) // ddp.world_size) // per_rank
-    if per_epoch < 1:
-        raise HarnessError(f"{manifest.annotation_path(TRAIN_SPLIT, size, data_seed)}: {len(dataset)} training "
-                           f"item(s), fewer than one batch of {settings.batch}")
-    total = settings.total_steps(per_epoch)
+    def load_data(self, manifest: Manifest) -> None:
+        """The training split with augmentation and the method's targets; the schedule's length."""
+        train_input, _ = input_sizes(self.cfg)
+        self.dataset = PoseDataset(manifest, TRAIN_SPLIT, input_size=train_input, view=view_of(self.spec),
+                                   augment=self.settings.augment_config(), encode=MethodEncoder(self.spec, self.cfg),
+                                   size=self.opts.size, seed=self.opts.data_seed, augment_seed=self.seed)
+        self.per_epoch = (len(self.dataset) // self.ddp.world_size) // self.per_rank
+        if self.per_epoch < 1:
+            raise HarnessError(f"{manifest.annotation_path(TRAIN_SPLIT, self.opts.size, self.opts.data_seed)}: "
+                               f"{len(self.dataset)} training item(s), fewer than one batch of {self.settings.batch}")
+        self.total = self.settings.total_steps(self.per_epoch)
 
-    if ddp.enabled and not dist.is_initialized():
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    try:
-        with deterministic(dev.type == "cpu"):
-            return _run(spec, module, training, scale, seed, cfg, cfg_hash, settings, dataset, per_rank, per_epoch,
-                        total, out_dir, state, state_path, dev, use_amp, ddp, n_workers, every, keep_every,
-                        progress, log)
-    finally:
-        if ddp.enabled and dist.is_initialized():
-            dist.destroy_process_group()
+    def header(self) -> ckpt.RunHeader:
+        """The fields every checkpoint of this run has in common."""
+        return ckpt.RunHeader(
+            method=self.spec.name, method_dir=str(self.spec.directory.resolve()), training=self.training,
+            scale=self.scale, seed=int(self.seed), config=self.cfg, config_hash=config_hash(self.cfg),
+            total_steps=self.total, steps_per_epoch=self.per_epoch, world_size=self.ddp.world_size,
+            init=self.init.record() if self.init is not None else {})
 
+    def execute(self) -> TrainResult:
+        """Build (or restore) the model and its optimiser, then train to the end of the schedule."""
+        if self.dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        seed_everything(self.seed)
+        objects = self.build()
+        progress = self.restore(objects)
+        net = objects.model
+        if self.ddp.enabled:
+            net = torch.nn.parallel.DistributedDataParallel(
+                objects.model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
+        if self.ddp.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.remove_stale_temporaries(self.out_dir)
+        return self.loop(net, objects, progress)
 
-def _run(spec, module, training, scale, seed, cfg, cfg_hash, settings, dataset, per_rank, per_epoch, total,
-         out_dir, state, state_path, dev, use_amp, ddp, n_workers, every, keep_every, progress, log) -> TrainResult:
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    seed_everything(seed)
-    model = module.build_model(cfg).to(dev)
-    if ddp.enabled and dev.type == "cuda":
-        # One BatchNorm over the whole global batch, as a single process would compute it.
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule(settings, total))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start, seconds_before, heads = 0, 0.0, None
-    if state is not None:
-        if (state["steps_per_epoch"], state["total_steps"]) != (per_epoch, total):
-            raise HarnessError(
-                f"{state_path}: field steps_per_epoch: the checkpoint has {state['steps_per_epoch']} steps per "
-                f"epoch and {state['total_steps']} in all, this run {per_epoch} and {total}: the training split "
-                f"changed; choose another --out or remove the old run")
-        ckpt.load_model_state(model, state, state_path)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
-        start, seconds_before, heads = state["step"], float(state["seconds"]), state["heads"]
-        if ddp.main:
-            log(f"resuming {state_path} at step {start} of {total}")
-    net = model
-    if ddp.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if ddp.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.remove_stale_temporaries(out_dir)
+    def build(self) -> ckpt.TrainingObjects:
+        """The model (from the ``init:`` source's weights on a fresh start, with its frozen parameters), Adam over
+        the parameters it trains, the schedule and the AMP scaler."""
+        model = self.module.build_model(self.cfg).to(self.dev)
+        if self.ddp.enabled and self.dev.type == "cuda":
+            # One BatchNorm over the whole global batch, as a single process would compute it.
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        params: Any = model.parameters()
+        if self.init is not None:
+            if self.state is None:
+                ckpt.load_init_weights(model, self.init.state, self.init.path)
+            frozen = freeze(model, self.init.freeze, f"{self.spec.source}: field trainings.{self.training}.init.freeze")
+            params = [p for n, p in model.named_parameters() if n not in frozen]
+        optimizer = torch.optim.Adam(params, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule(self.settings, self.total))
+        scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        return ckpt.TrainingObjects(model, optimizer, scheduler, scaler)
 
-    sampler = DistributedSampler(dataset, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=seed,
-                                 drop_last=True)
-    losses: dict[str, float] = dict(state["losses"]) if state is not None else {}
+    def restore(self, objects: ckpt.TrainingObjects) -> ckpt.Progress:
+        """The progress of the checkpoint resumed from (its state put back into ``objects``), or step 0."""
+        if self.state is None:
+            return ckpt.Progress(step=0, complete=False, seconds=0.0, losses={}, heads={})
+        ckpt.check_schedule(self.state, self.state_path, self.per_epoch, self.total)
+        progress = ckpt.restore_training(self.state, self.state_path, objects)
+        if self.ddp.main:
+            self.opts.log(f"resuming {self.state_path} at step {progress.step} of {self.total}")
+        return progress
 
-    def save(step: int, complete: bool, elapsed: float, snapshot: bool = False) -> Path:
-        path = out_dir / (ckpt.FINAL if complete else ckpt.LAST)
-        if ddp.main:
-            state = {
-                "format": ckpt.FORMAT, "version": ckpt.VERSION, "complete": complete,
-                "method": spec.name, "method_dir": str(spec.directory.resolve()), "training": training,
-                "scale": scale, "seed": int(seed), "config_json": json.dumps(cfg, sort_keys=True),
-                "config_hash": cfg_hash, "heads": heads or {}, "step": step, "total_steps": total,
-                "steps_per_epoch": per_epoch, "world_size": ddp.world_size,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if use_amp else {},
-                "rng": ckpt.rng_state(), "seconds": float(elapsed), "losses": dict(losses),
-            }
+    def loop(self, net: torch.nn.Module, objects: ckpt.TrainingObjects, progress: ckpt.Progress) -> TrainResult:
+        """Steps from ``progress.step`` to the end of the schedule, epoch by epoch, saving as configured."""
+        sampler = DistributedSampler(self.dataset, num_replicas=self.ddp.world_size, rank=self.ddp.rank,
+                                     shuffle=True, seed=self.seed, drop_last=True)
+        header = self.header()
+        train_mode(objects.model, self.frozen_prefixes)
+        bar = tqdm(total=self.total, initial=progress.step, desc=f"train {self.spec.name}/{self.training} "
+                   f"{self.scale}", unit="step", disable=not (self.opts.progress and self.ddp.main),
+                   mininterval=1.0, dynamic_ncols=True, file=sys.stderr)
+        start, before, t0 = progress.step, progress.seconds, time.perf_counter()
+        path = self.state_path
+        try:
+            while progress.step < self.total:
+                for batch in self.epoch_loader(sampler, progress.step):
+                    batch = to_device(batch, self.dev, nested=self.hooks.collate is not collate)
+                    self.step(net, objects, batch, progress)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in progress.losses.items()}, refresh=False)
+                    bar.update(1)
+                    progress.seconds = before + time.perf_counter() - t0
+                    path = self.save_if_due(header, objects, progress) or path
+        finally:
+            bar.close()
+        return self.finish(progress, start, Path(path), time.perf_counter() - t0)
+
+    def epoch_loader(self, sampler: DistributedSampler, step: int) -> DataLoader:
+        """The loader of the rest of the epoch of ``step`` (up to the end of the schedule)."""
+        epoch, pos = divmod(step, self.per_epoch)
+        stop = min(self.per_epoch, pos + (self.total - step))
+        self.dataset.set_epoch(epoch)
+        batches = epoch_batches(sampler, epoch, self.per_rank, pos, stop)
+        workers = self.settings.workers if self.opts.workers is None else int(self.opts.workers)
+        return DataLoader(self.dataset, batch_sampler=batches, num_workers=workers, collate_fn=self.hooks.collate,
+                          pin_memory=self.dev.type == "cuda",
+                          generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+
+    def step(self, net: torch.nn.Module, objects: ckpt.TrainingObjects, batch: dict, progress: ckpt.Progress
+             ) -> None:
+        """One optimiser step: the loss terms (the method's ``train_step``, else the default forward and loss),
+        checks of the head layout and the loss, the update; advances ``progress``."""
+        done = progress.step / self.total
+        if self.hooks.step is None:
+            outputs, terms = forward_loss(net, self.module, batch, self.cfg, self.use_amp, done)
+        else:
+            outputs, terms = self.hooked_loss(net, batch, done)
+        loss = sum(terms.values())
+        self.check_heads(outputs, progress)
+        if not self.use_amp and not torch.isfinite(loss):
+            raise HarnessError(f"training {self.spec.name}/{self.training}: the loss is not finite at step "
+                               f"{progress.step} ({ {k: float(v) for k, v in terms.items()} }); no checkpoint "
+                               f"written")
+        optimizer_step(loss, objects, self.settings.grad_clip)
+        progress.step += 1
+        progress.losses = {k: float(v.detach()) for k, v in terms.items()}
+        progress.losses["total"] = float(loss.detach())
+
+    def hooked_loss(self, net: torch.nn.Module, batch: dict, done: float) -> tuple[Any, dict]:
+        """The method's own ``train_step(net, batch, cfg, progress=done)`` under autocast (when AMP is on); its
+        (float32 outputs, float32 loss terms). A malformed return value is an error naming the module file."""
+        with torch.autocast(self.dev.type, dtype=torch.float16, enabled=self.use_amp):
+            got = self.hooks.step(net, batch, self.cfg, progress=done)
+        if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], dict) and got[1]
+                and all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in got[1].values())):
+            raise HarnessError(f"{module_file(self.spec)}: train_step must return (outputs, {{name: scalar loss "
+                               f"tensor}}), got {type(got).__name__}")
+        outputs, terms = got
+        return as_float(outputs), {k: v.float() for k, v in terms.items()}
+
+    def check_heads(self, outputs: Any, progress: ckpt.Progress) -> None:
+        """The final outputs are {name: (B, C, ...) tensor} with the head layout of the run so far."""
+        final = self.hooks.final(outputs)
+        if not isinstance(final, dict) or not all(isinstance(v, torch.Tensor) and v.dim() >= 2
+                                                  for v in final.values()):
+            raise HarnessError(f"{module_file(self.spec)}: the final outputs must be a dict of (B, C, ...) tensors "
+                               f"(define final_outputs(outputs) for outputs of another form), got "
+                               f"{type(final).__name__}")
+        layout = head_layout(final, lambda x: x)
+        if not progress.heads:
+            progress.heads = layout
+        elif layout != progress.heads:
+            raise HarnessError(f"{self.state_path}: field heads: the checkpoint's heads {progress.heads} differ "
+                               f"from the model's {layout}")
+
+    def save_if_due(self, header: ckpt.RunHeader, objects: ckpt.TrainingObjects, progress: ckpt.Progress
+                    ) -> Path | None:
+        """Write ``last.pt`` every ``checkpoint_every`` steps, ``final.pt`` at the end, snapshots every
+        ``keep_every``; the path written, None when none was due. Only rank 0 writes; all wait for it."""
+        step, keep_every = progress.step, self.opts.keep_every
+        snapshot = keep_every is not None and (step % keep_every == 0 or step == self.total)
+        if not (step == self.total or step % self.every == 0 or snapshot):
+            return None
+        progress.complete = step == self.total
+        path = self.out_dir / (ckpt.FINAL if progress.complete else ckpt.LAST)
+        if self.ddp.main:
+            state = ckpt.checkpoint_state(header, objects, progress)
             ckpt.save_checkpoint(path, state)
             if snapshot:
-                ckpt.save_checkpoint(out_dir / ckpt.SNAPSHOTS / ckpt.snapshot_name(step), state)
-            if complete:
-                (out_dir / ckpt.LAST).unlink(missing_ok=True)
-        if ddp.enabled:
-            dist.barrier()
+                ckpt.save_checkpoint(self.out_dir / ckpt.SNAPSHOTS / ckpt.snapshot_name(step), state)
+            if progress.complete:
+                (self.out_dir / ckpt.LAST).unlink(missing_ok=True)
+        barrier(self.ddp)
         return path
 
-    model.train()
-    bar = tqdm(total=total, initial=start, desc=f"train {spec.name}/{training} {scale}", unit="step",
-               disable=not (progress and ddp.main), mininterval=1.0, dynamic_ncols=True, file=sys.stderr)
-    t0 = time.perf_counter()
-    step = start
-    path = state_path
-    try:
-        while step < total:
-            epoch, pos = divmod(step, per_epoch)
-            stop = min(per_epoch, pos + (total - step))
-            dataset.set_epoch(epoch)
-            batches = epoch_batches(sampler, epoch, per_rank, pos, stop)
-            loader = DataLoader(dataset, batch_sampler=batches, num_workers=n_workers, collate_fn=collate,
-                                pin_memory=dev.type == "cuda",
-                                generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-            for batch in loader:
-                outputs, terms, loss = train_step(net, module, to_device(batch, dev), cfg, optimizer, scheduler,
-                                                  scaler, use_amp, settings.grad_clip, progress=step / total)
-                if heads is None:
-                    heads = head_layout(outputs)
-                elif head_layout(outputs) != heads:
-                    raise HarnessError(f"{state_path}: field heads: the checkpoint's heads {heads} differ from "
-                                       f"the model's {head_layout(outputs)}")
-                if not torch.isfinite(loss) and not use_amp:
-                    raise HarnessError(f"training {spec.name}/{training}: the loss is not finite at step {step} "
-                                       f"({ {k: float(v) for k, v in terms.items()} }); no checkpoint written")
-                step += 1
-                losses = {k: float(v.detach()) for k, v in terms.items()}
-                losses["total"] = float(loss.detach())
-                bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
-                bar.update(1)
-                keep = keep_every is not None and (step % keep_every == 0 or step == total)
-                if step == total or step % every == 0 or keep:
-                    path = save(step, step == total, seconds_before + time.perf_counter() - t0, keep)
-    finally:
-        bar.close()
-    elapsed = time.perf_counter() - t0
-    if ddp.main and step > start:
-        rate = (step - start) / max(elapsed, 1e-9)
-        log(f"trained {spec.name}/{training} at scale {scale}: {step}/{total} steps "
-            f"({rate:.2f} steps/s this call, {seconds_before + elapsed:.1f} s in all); "
-            f"losses {', '.join(f'{k} {v:.4g}' for k, v in losses.items())}")
-        log(f"checkpoint: {path}")
-    return TrainResult(Path(path), step, total, step == total, resumed_from=start if state is not None else None,
-                       seconds=elapsed, losses=losses)
+    def finish(self, progress: ckpt.Progress, start: int, path: Path, elapsed: float) -> TrainResult:
+        """Report what this call did (rank 0) and return it."""
+        if self.ddp.main and progress.step > start:
+            rate = (progress.step - start) / max(elapsed, 1e-9)
+            self.opts.log(f"trained {self.spec.name}/{self.training} at scale {self.scale}: {progress.step}/"
+                          f"{self.total} steps ({rate:.2f} steps/s this call, {progress.seconds:.1f} s in all); "
+                          f"losses {', '.join(f'{k} {v:.4g}' for k, v in progress.losses.items())}")
+            self.opts.log(f"checkpoint: {path}")
+        return TrainResult(path, progress.step, self.total, progress.step == self.total,
+                           resumed_from=start if self.state is not None else None, seconds=elapsed,
+                           losses=progress.losses)

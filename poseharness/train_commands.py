@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N")
     p.add_argument("--no-amp", action="store_true", help="on CUDA, train in float32 instead of AMP")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--init-checkpoint", metavar="CKPT",
+                   help="for a training with `init: {from: ...}`: the checkpoint to start from (default: final.pt "
+                        "of the `from` training's run directory, same dataset, scale and seed)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -54,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     flip.add_argument("--flip", dest="flip", action="store_true", default=None,
                       help="flip test on (default: the variant's decode.flip)")
     flip.add_argument("--no-flip", dest="flip", action="store_false", help="flip test off")
+    p.add_argument("--detections", metavar="DETECTIONS.json",
+                   help="top-down methods: person boxes from this COCO detection-results file (its scores reach the "
+                        "pose scores) instead of the ground-truth boxes")
     p.add_argument("--size", help="synthetic sets: which generated size (default: the training's, same dataset)")
     p.add_argument("--seed", type=int, help="synthetic sets: which generator seed (default: the training's)")
     p.add_argument("--method", help="load the method from this name / directory instead of the checkpoint's")
@@ -68,23 +74,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from .train import RunOptions, train
 
+    options = RunOptions(out=args.out, size=args.size, data_seed=args.data_seed, steps=args.steps,
+                         workers=args.workers, checkpoint_every=args.checkpoint_every, keep_every=args.keep_every,
+                         device=args.device, amp=not args.no_amp, progress=not args.quiet,
+                         init_checkpoint=args.init_checkpoint)
     train(resolve_method(args.method), args.training, resolve_manifest(args.dataset), args.scale, seed=args.seed,
-          out=args.out, size=args.size, data_seed=args.data_seed, steps=args.steps, workers=args.workers,
-          checkpoint_every=args.checkpoint_every, keep_every=args.keep_every, device=args.device, amp=not args.no_amp,
-          progress=not args.quiet)
+          options=options)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict
+    from .predict import PredictOptions, predict
 
     manifest = resolve_manifest(args.dataset)
-    result = predict(args.checkpoint, args.variant, manifest, args.split, out=args.out, flip=args.flip,
-                     size=args.size, data_seed=args.seed, method=args.method, batch=args.batch,
-                     workers=args.workers, device=args.device, amp=not args.no_amp, write=not args.no_record,
-                     progress=not args.quiet, limit=args.limit)
+    options = PredictOptions(out=args.out, flip=args.flip, size=args.size, data_seed=args.seed, method=args.method,
+                             detections=args.detections, batch=args.batch, workers=args.workers,
+                             device=args.device, amp=not args.no_amp, write=not args.no_record,
+                             progress=not args.quiet, limit=args.limit)
+    result = predict(args.checkpoint, args.variant, manifest, args.split, options)
     m = result["metrics"]
     t = result["timings"]
     cfg = result["config"]

@@ -11,7 +11,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from poseharness.errors import HarnessError
-from poseharness.grouping import candidate_limbs, group
+from poseharness.contract import method_submodule
+from poseharness.methods import load_method
+
+_grouping = method_submodule(load_method("gog"), "grouping")
+candidate_limbs, group = _grouping.candidate_limbs, _grouping.group
 from poseharness.schemas import GOG19, GOG44
 
 SKELETONS = {"gog19": GOG19, "gog44": GOG44}

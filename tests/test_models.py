@@ -150,7 +150,7 @@ def test_loss_is_zero_at_the_targets_and_positive_elsewhere():
     assert set(terms) == {"heatmap", "offset", "refine"}
     assert all(v.item() == 0.0 for v in terms.values())
 
-    w = MOD.model.loss_settings(cfg)
+    w = cfg["loss"]
     out = outputs_of(tg)
     out["offsets"] += 1.0
     out["refine"] += 1.0
@@ -259,7 +259,7 @@ def test_a_few_steps_on_a_synthetic_batch_reduce_the_loss(tmp_path, monkeypatch)
     assert b["heatmaps"].shape == (2, 17, 32, 32) and "heatmap_mask" in b and b["offset_mask"].any()
     torch.manual_seed(0)
     model = MOD.build_model(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["scale"]["train"]["lr"])
+    opt = torch.optim.Adam(model.parameters(), lr=GOG.scales["tiny"]["train"]["lr"])
     history = []
     for _ in range(8):
         terms = MOD.loss(model(b["image"]), b, cfg)

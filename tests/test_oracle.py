@@ -9,7 +9,8 @@ import torch
 from poseharness.data.manifest import load_manifest
 from poseharness.data.sample import Sample
 from poseharness.methods import load_method
-from poseharness.oracle import resolved_config, run_oracle
+from poseharness.config import variant_config
+from poseharness.oracle import run_oracle
 from poseharness.store.collect import collect
 from poseharness.threads import torch_threads
 
@@ -45,7 +46,7 @@ def one_person(points, k=17, size=256):
 
 def test_precise_bicubic_restores_integer_keypoints_exactly():
     gog = load_method("gog")
-    cfg = resolved_config(gog, "ours", "tiny", load_method_manifest(), None, None)
+    cfg = variant_config(gog, "ours", "tiny", load_method_manifest())
     rng = np.random.default_rng(0)
     for _ in range(5):
         # isolated integer keypoints (well apart, so Gaussians of one type never meet)
@@ -64,11 +65,11 @@ def test_gog_scores_persons_as_the_official_code_unless_the_variant_asks_for_the
     # the found keypoints (the paper's text). Both through the module's decode, i.e. the resolved cfg.
     gog = load_method("gog")
     pts = {5: (60.0, 60.0), 6: (120.0, 60.0), 11: (64.0, 160.0), 12: (116.0, 160.0)}
-    targets = {k: torch.from_numpy(v) for k, v in gog.module.encode(one_person(pts), resolved_config(
-        gog, "ours", "tiny", load_method_manifest(), None, None)).items()}
+    targets = {k: torch.from_numpy(v) for k, v in gog.module.encode(one_person(pts), variant_config(
+        gog, "ours", "tiny", load_method_manifest())).items()}
     found = {}
     for variant in ("ours", "ours_mean"):
-        cfg = resolved_config(gog, variant, "tiny", load_method_manifest(), None, None)
+        cfg = variant_config(gog, variant, "tiny", load_method_manifest())
         poses, scores = gog.module.decode(targets, cfg)
         assert len(poses) == 1 and (poses[0, :, 2] > 0).sum() == 4
         found[cfg["decode"]["score_mode"]] = (float(scores[0]), poses[0, :, 2])

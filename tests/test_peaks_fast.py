@@ -284,7 +284,10 @@ def test_fast_equals_full_on_cuda():
 # ---------------------------------------------------------------- the bench's helpers
 
 def test_bench_loop_grouping_gives_the_library_poses():
-    from poseharness.bench.decode import bench_decode
+    from poseharness.contract import method_submodule
+    from poseharness.methods import load_method
+
+    bench_decode = method_submodule(load_method("gog"), "bench_decode").bench_decode
 
     rows = bench_decode(images=3, seed=4, repeat=1)
     assert [r.limbs for r in rows] == [19, 44]

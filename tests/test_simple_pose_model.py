@@ -25,11 +25,9 @@ def config(training: str = "imhn3_fl2", scale: str = "tiny", **model) -> dict:
     cfg = copy.deepcopy(SP.training_config(training, scale))
     cfg["schema"] = "coco17"
     if scale == "tiny":
-        sizes = {"order": 2, "channels": 8, "increase": 8}
-        cfg["scale"]["model"] = {**sizes, **model}
+        cfg["model"].update(order=2, channels=8, increase=8)
         cfg["loss"]["scale_weights"] = [1.0, 2.0, 4.0]
-    else:
-        cfg["scale"]["model"].update(model)
+    cfg["model"].update(model)
     return cfg
 
 
@@ -121,7 +119,7 @@ def test_tiny_scale_of_method_yaml_builds_and_has_five_scales():
     cfg = copy.deepcopy(SP.training_config("imhn3_fl2", "tiny"))
     cfg["schema"] = "coco17"
     net = MOD.build_model(cfg)
-    s = model_mod.model_settings(cfg)
+    s = cfg["model"]
     assert parameter_count(net) == official_parameters(3, s["order"], s["channels"], s["increase"], 50)
     assert model_mod.num_scales(s) == len(cfg["loss"]["scale_weights"]) == 5
 
@@ -347,7 +345,7 @@ def test_gradients_reach_every_parameter_and_a_batch_is_fitted():
 def test_predictor_path_decodes_the_last_stack_and_merges_flip():
     cfg = SP.variant_config("imhn3_fl2", "tiny")
     cfg["schema"] = "coco17"
-    cfg["scale"]["model"] = {"order": 2, "channels": 8, "increase": 8}
+    cfg["model"].update(order=2, channels=8, increase=8)
     cfg["loss"]["scale_weights"] = [1.0, 1.0, 1.0]
     net = MOD.build_model(cfg).eval()
     with torch.no_grad():
@@ -363,7 +361,7 @@ def test_focal_trainings_start_with_plain_l2_for_their_l2_first_share():
     # The paper trains with L2 first, then focal L2: the loss the trainer sees at progress p (steps done / all).
     cfg = switched(config(), multiscale=False)
     cfg["loss"]["l2_first"] = 0.5
-    cfg["scale"]["loss"] = {"gamma": 1}                     # a scale's loss override survives both phases
+    cfg["loss"]["gamma"] = 1                                # the other loss settings survive both phases
     pred, gt = loss_case()
 
     def terms(c):
@@ -374,7 +372,7 @@ def test_focal_trainings_start_with_plain_l2_for_their_l2_first_share():
     assert plain != focal
     assert terms(MOD.loss_config(cfg, 0.0)) == plain and terms(MOD.loss_config(cfg, 0.49)) == plain
     assert MOD.loss_config(cfg, 0.5) is cfg and MOD.loss_config(cfg, 0.99) is cfg
-    assert model_mod.loss_settings(MOD.loss_config(cfg, 0.1))["gamma"] == 1
+    assert MOD.loss_config(cfg, 0.1)["loss"]["gamma"] == 1
     l2 = {**cfg, "loss": {**cfg["loss"], "focal": False}}
     assert MOD.loss_config(l2, 0.1) is l2                   # L2 trainings are L2 throughout
     assert MOD.loss_config({**cfg, "loss": {**cfg["loss"], "l2_first": 0.0}}, 0.0)["loss"]["focal"] is True

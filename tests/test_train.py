@@ -13,9 +13,8 @@ import torch
 import yaml
 
 from poseharness import checkpoint as ckpt
-from poseharness.contract import TrainSettings, method_module, resolve_manifest, resolve_method, train_settings, \
-    training_config
-from poseharness.data import synthetic
+from poseharness.config import TrainSettings, train_settings, training_config
+from poseharness.contract import method_module, resolve_manifest, resolve_method
 from poseharness.data.manifest import load_manifest
 from poseharness.errors import HarnessError
 from poseharness.methods import load_method_file
@@ -23,29 +22,6 @@ from poseharness.train import epoch_batches, train
 
 TOY = Path(__file__).resolve().parent / "fixtures" / "methods" / "toy"
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    old = os.environ.get("POSEHARNESS_DATA")
-    os.environ["POSEHARNESS_DATA"] = str(root)
-    try:
-        synthetic.generate(load_manifest("synthetic-coco"), size="tiny", jobs=1, progress=False)
-    finally:
-        if old is None:
-            del os.environ["POSEHARNESS_DATA"]
-        else:
-            os.environ["POSEHARNESS_DATA"] = old
-    return root
-
-
-@pytest.fixture
-def env(data_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("POSEHARNESS_DATA", str(data_root))
-    monkeypatch.setenv("POSEHARNESS_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("POSEHARNESS_CHECKPOINTS", str(tmp_path / "checkpoints"))
-    return tmp_path
 
 
 def toy_copy(tmp_path: Path, edit) -> Path:

@@ -19,9 +19,9 @@ from poseharness.codecs import (
     refine_peaks,
 )
 from poseharness.data.sample import Sample
-from poseharness.grouping import group
 from poseharness.schemas import get_schema
 
+from .grouping import group
 from .model import build_model, loss, merge_flip  # noqa: F401  (the method contract: network, loss, flip test)
 
 paradigm = "bottom-up"
@@ -87,7 +87,8 @@ def decode(outputs: dict[str, torch.Tensor], cfg: dict) -> tuple[np.ndarray, np.
     stride = int(cfg["encoding"]["stride"])
     limbs = skeleton(cfg)
     peaks = decode_peaks(outputs["heatmaps"], stride, upsample=dec["upsample"], topk=dec["topk"],
-                         threshold=dec["threshold"], dark=dec["dark"])
+                         threshold=dec["threshold"], nms_kernel=dec["nms_kernel"], dark=dec["dark"],
+                         dark_kernel=dec["dark_kernel"])
     if dec["refine"]:
         peaks = refine_peaks(peaks, outputs["refine"], stride)
     guides = guides_for(peaks, outputs["offsets"], limbs, stride)

@@ -11,8 +11,8 @@ Loss per stack, stacks weighted by :func:`poseharness.losses.stack_weights` (sum
 - refine:  the same on ``refine_mask``, errors divided by the stride (in cells) instead of a person scale.
 The task weights live in method.yaml ``defaults.loss``, with how they relate to the official ones.
 
-Settings: ``cfg["model"]`` (defaults) merged with ``cfg["scale"]["model"]`` (backbone size per scale), and
-``cfg["loss"]`` merged with ``cfg["scale"].get("loss")``.
+Settings: ``cfg["model"]`` and ``cfg["loss"]``, as the resolver merged them (defaults ⊕ scale ⊕ training;
+declared in ``settings.schema.yaml``).
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import torch
 
 from poseharness.errors import HarnessError
 from poseharness.losses import focal_l2, scaled_l1, stack_weights
-from poseharness.methods import deep_merge
 from poseharness.models import StackedPoseNet, StackHeads, hourglass_from_settings
 from poseharness.schemas import get_schema
 
@@ -33,16 +32,6 @@ def _skeleton(cfg: dict) -> tuple[tuple[int, int], ...]:
     return skeleton(cfg)
 
 
-def model_settings(cfg: dict) -> dict:
-    """The resolved ``model:`` settings: defaults (heads) with the scale's (backbone) on top."""
-    return deep_merge(cfg.get("model", {}), cfg.get("scale", {}).get("model", {}))
-
-
-def loss_settings(cfg: dict) -> dict:
-    """The resolved ``loss:`` settings: defaults with the scale's overrides on top."""
-    return deep_merge(cfg.get("loss", {}), cfg.get("scale", {}).get("loss", {}))
-
-
 def head_channels(cfg: dict) -> dict[str, int]:
     """Output name -> channels: heatmaps K (schema), offsets 2L (skeleton), refine 2."""
     return {"heatmaps": get_schema(cfg["schema"]).num_keypoints, "offsets": 2 * len(_skeleton(cfg)), "refine": 2}
@@ -51,7 +40,7 @@ def head_channels(cfg: dict) -> dict[str, int]:
 def build_model(cfg: dict) -> StackedPoseNet:
     """The configured network. ``model(images (B, 3, S, S))`` -> one dict per stack with ``heatmaps``
     (B, K, S/4, S/4), ``offsets`` (B, 2L, ..), ``refine`` (B, 2, ..); the last dict is the prediction."""
-    settings = model_settings(cfg)
+    settings = cfg["model"]
     backbone = hourglass_from_settings(settings)
     stride = int(cfg["encoding"]["stride"])
     if backbone.stride != stride:
@@ -71,7 +60,7 @@ def loss(outputs: list[dict[str, torch.Tensor]], targets: dict[str, torch.Tensor
     (B, K, H, W), offsets (B, 2L, H, W), refine (B, 2, H, W), offset_mask / offset_scale (B, L, H, W),
     refine_mask (B, H, W) and, when training on images, heatmap_mask (B, H, W).
     """
-    ls = loss_settings(cfg)
+    ls = cfg["loss"]
     hm, off, ref = ls["heatmap"], ls["offset"], ls["refine"]
     stride = float(cfg["encoding"]["stride"])
     weights = stack_weights(len(outputs), ls.get("stack_weights"))

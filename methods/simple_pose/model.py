@@ -32,8 +32,8 @@ Loss (:func:`loss`) [P; R: models/loss_model.py]: per stack and scale, the one f
 (``keypoint_weight`` on the 18 keypoint heatmaps, ``mask_weight`` on the person mask, 1 elsewhere) and by the
 loss mask; scales weighted by ``scale_weights`` / their sum, stacks by ``stack_weights`` (sum 1).
 
-Settings: ``cfg["model"]`` (switches, per training) merged with ``cfg["scale"]["model"]`` (sizes, per scale);
-``cfg["loss"]`` merged with ``cfg["scale"].get("loss")``.
+Settings: ``cfg["model"]`` (sizes per scale, switches per training) and ``cfg["loss"]``, as the resolver merged
+them (defaults ⊕ scale ⊕ training; declared in ``settings.schema.yaml``).
 """
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ from torch import nn
 
 from poseharness.errors import HarnessError
 from poseharness.losses import focal_l2, stack_weights
-from poseharness.methods import deep_merge
 from poseharness.models.hourglass import OUTPUT_STRIDE, ConvBNReLU
 
 from .representation import layout, num_channels, pyramid
@@ -59,29 +58,18 @@ def scale_key(level: int) -> str:
     return "maps" if level == 0 else f"maps_s{2 ** level}"
 
 
-def model_settings(cfg: dict) -> dict:
-    """The resolved ``model:`` settings: the training's switches with the scale's sizes on top."""
-    return deep_merge(cfg.get("model", {}), cfg.get("scale", {}).get("model", {}))
-
-
-def loss_settings(cfg: dict) -> dict:
-    """The resolved ``loss:`` settings: defaults and the training's, with the scale's overrides on top."""
-    return deep_merge(cfg.get("loss", {}), cfg.get("scale", {}).get("loss", {}))
-
-
 def loss_config(cfg: dict, progress: float) -> dict:
     """The config the loss sees at ``progress`` (steps done / all steps) of a training: plain L2 for the first
     ``loss.l2_first`` share of a focal-L2 schedule, focal L2 after it (the paper trains its IMHNs "with L2 loss
     first" and then with focal L2 [P]; the share is not published [D]). ``cfg`` itself otherwise."""
-    ls = loss_settings(cfg)
+    ls = cfg["loss"]
     share = float(ls.get("l2_first", 0.0))
     if not 0.0 <= share < 1.0:
         raise HarnessError(f"methods/simple_pose/method.yaml: field loss.l2_first must be a share of the schedule in "
                            f"[0, 1), got {share}")
     if not ls["focal"] or progress >= share:
         return cfg
-    scale = {k: v for k, v in cfg.get("scale", {}).items() if k != "loss"}
-    return {**cfg, "loss": {**ls, "focal": False}, "scale": scale}
+    return {**cfg, "loss": {**ls, "focal": False}}
 
 
 def num_scales(settings: dict) -> int:
@@ -257,7 +245,7 @@ class IMHN(nn.Module):
 def build_model(cfg: dict) -> IMHN:
     """The configured IMHN. ``model(images (B, 3, S, S))`` -> one dict per stack with ``maps`` (B, C, S/4, S/4)
     (C from the encoding's :func:`.representation.layout`) and, with ``multiscale``, the coarser scales."""
-    settings = model_settings(cfg)
+    settings = cfg["model"]
     where = f"methods/simple_pose/method.yaml (training {cfg.get('training')!r}, scale {cfg.get('scale_name')!r})"
     stride = int(cfg["encoding"]["stride"])
     if stride != OUTPUT_STRIDE:
@@ -315,8 +303,8 @@ def loss(outputs: list[dict[str, torch.Tensor]], batch: dict[str, torch.Tensor],
     The ground-truth pyramid is pooled here, on the device, rather than in ``encode``: it is a cheap average
     pooling of the batch, and ``encode`` keeps returning exactly what ``decode`` reads (the oracle's input).
     """
-    ls = loss_settings(cfg)
-    settings = model_settings(cfg)
+    ls = cfg["loss"]
+    settings = cfg["model"]
     enc = cfg["encoding"]
     lay = layout(enc)
     focal_on = ls.get("focal_on", "all")

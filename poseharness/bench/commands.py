@@ -4,8 +4,8 @@
 times the harness's evaluator and every importable evaluator library on one set (the ground truth
 perturbed into predictions) and checks that they give the same figures (exit status 1 if not).
 
-``poseharness bench decode`` times GOG's decoding per image (fast and full peak decoding, guides, grouping,
-a plain-loop grouping) at the paper's inference size (:mod:`.decode`); ``poseharness bench oracle`` times each
+A method adds benches of its own code (``benches:`` in its method.yaml, each ``bench_<name>.py`` in its
+directory), e.g. GOG's ``poseharness bench decode``; ``poseharness bench oracle`` times each
 stage of one oracle variant over a whole split (:mod:`.oracle`); ``poseharness bench curve RUN_DIR`` scores the
 snapshots of a training (a learning curve, :mod:`.curve`).
 """
@@ -46,12 +46,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     from .train import register as register_train      # bench train
     register_train(verbs)
-    from .decode import register as register_decode    # bench decode
-    register_decode(verbs)
     from .oracle import register as register_oracle    # bench oracle
     register_oracle(verbs)
     from .curve import register as register_curve      # bench curve
     register_curve(verbs)
+    register_method_benches(verbs)
+
+
+def register_method_benches(verbs: argparse._SubParsersAction) -> None:
+    """The benches of the methods' own code: each name a method declares in method.yaml (``benches:``) is the
+    file ``bench_<name>.py`` of its directory, whose ``register(verbs)`` adds ``poseharness bench <name>``."""
+    from ..contract import method_submodule
+    from ..methods import load_method, method_names
+
+    for method in method_names():
+        spec = load_method(method)
+        for name in spec.raw.get("benches") or ():
+            method_submodule(spec, f"bench_{name}").register(verbs)
 
 
 def _ground_truth(args: argparse.Namespace) -> tuple[Path, str, dict]:

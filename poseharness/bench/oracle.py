@@ -62,7 +62,8 @@ def bench_oracle(method_name: str, dataset: str, split: str = "val", variant: st
     from ..eval.evaluate import evaluate
     from ..eval.results import write_results
     from ..methods import load_method
-    from ..oracle import resolved_config, to_original
+    from ..config import variant_config
+    from ..views import to_original
 
     method = load_method(method_name)
     variant = variant or next(iter(method.variants))
@@ -77,7 +78,7 @@ def bench_oracle(method_name: str, dataset: str, split: str = "val", variant: st
         print(f"generating {manifest.name} ({manifest.resolve_size(size)}) into {manifest.root(size, seed)}")
         synthetic.generate(manifest, size=size, seed=seed, jobs=os.cpu_count(), progress=progress)
     module = method.module
-    cfg = resolved_config(method, variant, scale, manifest, size, seed)
+    cfg = variant_config(method, variant, scale, manifest, size=size, seed=seed)
     side = method.scales[scale].get("input") if scale in method.scales else None
     if side is None:
         raise HarnessError(f"{method.source}: scale {scale!r} has no `input` size")

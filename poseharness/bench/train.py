@@ -55,10 +55,11 @@ def bench_scale(method: str, training: str, scale: str, dataset: str, *, size: s
                 steps: int, batch: int | None, device: str, amp: bool, infer_batch: int, infer_iters: int,
                 warmup: int = 1) -> dict:
     """Run in a fresh process: one scale's figures as a :class:`BenchRow` dict."""
-    from ..contract import (MethodEncoder, input_sizes, method_module, resolve_manifest, resolve_method,
-                            training_config, view_of)
+    from ..config import input_sizes, training_config
+    from ..contract import MethodEncoder, method_module, resolve_manifest, resolve_method, view_of
     from ..data.loader import PoseDataset, collate
-    from ..train import Distributed, LRSchedule, pick_device, to_device, train_step
+    from ..device import Distributed, pick_device
+    from ..train import LRSchedule, to_device, train_step
 
     spec = resolve_method(method)
     module = method_module(spec)

@@ -1,7 +1,8 @@
-# Timing benchmarks: `poseharness bench evaluate | decode | oracle | train`, each writing its rows as JSON
-# under results/bench/ (annotated for `snakemake --report`). Not part of any table target; `bench-all` runs
-# one of each for the selected methods on the configured COCO stand-in. Timings are only worth keeping from a
-# machine doing nothing else: run bench-all alone (config `threads.bench` sets each bench's threads).
+# Timing benchmarks: `poseharness bench evaluate | oracle | train` and the benches methods declare, each
+# writing its rows as JSON under results/bench/ (annotated for `snakemake --report`). Not part of any table
+# target; `bench-all` runs one of each for the selected methods on the configured COCO stand-in, and the
+# benches they declare. Timings are only worth keeping from a machine doing nothing else: run bench-all alone
+# (config `threads.bench` sets each bench's threads).
 
 rule bench_evaluate:
     input:
@@ -18,14 +19,22 @@ rule bench_evaluate:
         "--out {output} > {log} 2>&1"
 
 
-rule bench_decode:
-    output:
-        report(f"{BENCH}/decode.json", category="bench", labels={"bench": "decode"}),
-    log:
-        f"{LOGS}/bench/decode.log",
-    threads: config["threads"]["bench"]
-    shell:
-        "poseharness bench decode --threads {threads} --out {output} > {log} 2>&1"
+# Benches of a method's own code, declared in its method.yaml (`benches:`): `poseharness bench <name>`, which
+# takes no method argument; one rule each (bench_<name>) for the benches the selected methods declare.
+for _bench in BENCHES:
+
+    rule:
+        name:
+            f"bench_{_bench}"
+        output:
+            report(f"{BENCH}/{_bench}.json", category="bench", labels={"bench": _bench}),
+        log:
+            f"{LOGS}/bench/{_bench}.log",
+        params:
+            bench=_bench,
+        threads: config["threads"]["bench"]
+        shell:
+            "poseharness bench {params.bench} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule bench_oracle:

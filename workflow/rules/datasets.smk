@@ -8,30 +8,29 @@
 
 for _name in USED_DATASETS:
     if manifest(_name).synthetic:
+        _size, _seed = harness(wf.data_size, config, _name), wf.data_seed(config, _name)
 
         rule:
             name:
                 f"prepare-{_name}"
             output:
                 prepared(_name, next(iter(manifest(_name).splits))),      # the stamp, the same for every split
-                [_rel(manifest(_name).annotation_path(s, data_size(_name), data_seed(_name)))
-                 for s in manifest(_name).splits],
+                harness(wf.synthetic_files, config, _name),
             log:
-                f"{LOGS}/prepare/{_name}/{data_size(_name)}-seed{data_seed(_name)}.log",
+                f"{LOGS}/prepare/{_name}/{_size}-seed{_seed}.log",
             threads: config["threads"]["prepare"]
             params:
                 name=_name,
                 data=data_flags(_name),
                 # What decides the generated files besides size name and seed: a manifest edit of the counts or the
                 # generator settings re-runs this job (Snakemake's params trigger), which regenerates the set.
-                settings=config_hash({"counts": manifest(_name).sizes[data_size(_name)],
-                                      "generator": manifest(_name).generator}),
+                settings=harness(wf.generator_hash, config, _name),
             shell:
                 "poseharness data prepare {params.name} {params.data} --jobs {threads} --quiet > {log} 2>&1"
 
     else:
         _before = []
-        for _split in splits_needed(_name):
+        for _split in wf.splits_needed(config, SPECS, _name):
 
             rule:
                 name:

@@ -13,7 +13,7 @@ for _method, _table in TABLES:
         input:
             table_inputs_of(_method, _table),
         output:
-            COLLECTED.format(method=_method, table=_table),
+            LAYOUT.collected(_method, _table),
         log:
             f"{LOGS}/collect/{_method}-{_table}.log",
         shell:

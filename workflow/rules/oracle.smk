@@ -17,9 +17,8 @@ rule oracle:
     log:
         f"{LOGS}/oracle/{{dataset}}/{{split}}/{{method}}/{{training}}/{{scale}}-seed{{seed}}.log",
     params:
-        config_hash=lambda w: config_hash({v: variant_hash(w.method, v, w.scale)
-                                           for v in oracle_variants(w.method, w.training)}),
-        variants=lambda w: " ".join(f"--variant {v}" for v in oracle_variants(w.method, w.training)),
+        config_hash=oracle_hash,
+        variants=lambda w: " ".join(f"--variant {v}" for v in oracle_variants(w)),
         data=lambda w: data_flags(w.dataset, seed=int(w.seed)),
     threads: config["threads"]["oracle"]
     shell:

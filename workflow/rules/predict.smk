@@ -17,7 +17,7 @@ rule predict:
     log:
         f"{LOGS}/predict/{{dataset}}/{{split}}/{{method}}/{{variant}}/{{scale}}-seed{{seed}}.log",
     params:
-        config_hash=lambda w: variant_hash(w.method, w.variant, w.scale),
+        config_hash=variant_hash,
         workers=lambda w, threads: max(threads - 1, 0),
     threads: lambda w: per_scale("predict", w.scale)
     resources:

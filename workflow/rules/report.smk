@@ -2,8 +2,8 @@
 # from results/results.parquet only. One report job per table target, after that table's collect job; it
 # declares the table's own pages (annotated for `snakemake --report`) and rewrites the rest of the report.
 # So a page can exist before its table has run: table targets also ask for the table's collect output
-# (`table_done` in the Snakefile), which only that table's own collect job writes.
-# (The store and report folders reach the CLI as POSEHARNESS_RESULTS / POSEHARNESS_REPORTS, see Snakefile.)
+# (`Layout.table_done` in poseharness/workflow.py), which only that table's own collect job writes.
+# (The store and report folders reach the CLI as POSEHARNESS_RESULTS / POSEHARNESS_REPORTS, see common.smk.)
 #
 # `snakemake report` re-collects and re-renders whatever the store holds now (it has no outputs, so it runs
 # every time it is asked for).
@@ -15,11 +15,11 @@ for _method, _table in TABLES:
             f"report-{_method}-{_table}"
         localrule: True
         input:
-            COLLECTED.format(method=_method, table=_table),
+            LAYOUT.collected(_method, _table),
         output:
-            report(report_files(_method, _table)[0], category=_method,
+            report(LAYOUT.report_files(_method, _table)[0], category=_method,
                    labels={"method": _method, "table": _table, "page": "HTML"}),
-            report(report_files(_method, _table)[1], category=_method,
+            report(LAYOUT.report_files(_method, _table)[1], category=_method,
                    labels={"method": _method, "table": _table, "page": "Markdown"}),
         log:
             f"{LOGS}/report/{_method}-{_table}.log",

@@ -1,4 +1,4 @@
-"""``poseharness bench decode``: GOG's decoding per image at the paper's inference size, stage by stage.
+"""``poseharness bench decode`` (declared in method.yaml ``benches:``): GOG's decoding per image at the paper's inference size, stage by stage.
 
 Targets are real encodings: random COCO-like persons (:func:`random_persons`) in COCO-sized images, viewed as
 at inference (long side 640, padded square, :func:`~poseharness.data.augment.bottom_up_affine`) and encoded by
@@ -7,7 +7,7 @@ skeleton (19 and 44 limbs) the bench times:
 
 - ``fast``: :func:`~poseharness.codecs.decode_peaks` (default method) and ``full``: the same with
   ``method="full"`` (every map upsampled); the two must give identical peaks (checked on every image);
-- ``guides``: :func:`~poseharness.codecs.guides_for`; ``group``: :func:`~poseharness.grouping.group`;
+- ``guides``: :func:`~poseharness.codecs.guides_for`; ``group``: :func:`.grouping.group`;
 - ``loop``: :func:`loop_group`, a plain per-candidate Python-loop version of the same grouping (kept here, not in
   the library, to show what vectorising it buys); it must give the same poses (checked on every image).
 
@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..errors import HarnessError
-from ..io import write_json_atomic
+from poseharness.errors import HarnessError
+from poseharness.io import write_json_atomic
 
 #: Persons per image (1..10) among images with persons, shaped like COCO val's (mean ~2.9).
 PERSONS_PER_IMAGE = np.array([0.40, 0.20, 0.11, 0.08, 0.06, 0.05, 0.04, 0.03, 0.02, 0.01])
@@ -93,7 +93,7 @@ def random_persons(rng: np.random.Generator, n: int, width: int, height: int,
 
 def bench_images(n: int, seed: int):
     """``n`` COCO-like :class:`~poseharness.data.sample.Sample` (annotations only), reproducible from ``seed``."""
-    from ..data.sample import Sample
+    from poseharness.data.sample import Sample
 
     rng = np.random.default_rng(seed)
     out = []
@@ -112,7 +112,7 @@ def bench_images(n: int, seed: int):
 def loop_group(peaks, guides, skeleton, *, dist_max: float = 20.0, person_threshold: float = 0.06,
                min_len: float = 0.5, score_mode: str = "mean", peak_threshold: float = 0.0):
     """GOG's greedy grouping written as plain per-candidate Python loops (the rules of
-    :func:`poseharness.grouping.group`, which documents them; same arguments, same result).
+    :func:`.grouping.group`, which documents them; same arguments, same result).
 
     Every limb type, start candidate and end candidate is visited one by one, on Python lists.
     """
@@ -247,11 +247,11 @@ def _best(fn, repeat: int) -> tuple[float, object]:
 def bench_decode(images: int = 48, seed: int = 0, repeat: int = 3, limb_sets: tuple[str, ...] = ("standard", "dense"),
                  scale: str = "paper", progress: bool = False) -> list[DecodeRow]:
     """Time GOG's decoding stages on ``images`` encoded COCO-like images for each skeleton; see the module doc."""
-    from ..codecs import decode_peaks, guides_for
-    from ..data.augment import bottom_up_affine, transform_sample
-    from ..grouping import group
-    from ..methods import load_method
-    from ..schemas import COCO17
+    from poseharness.codecs import decode_peaks, guides_for
+    from poseharness.data.augment import bottom_up_affine, transform_sample
+    from .grouping import group
+    from poseharness.methods import load_method
+    from poseharness.schemas import COCO17
 
     method = load_method("gog")
     module = method.module

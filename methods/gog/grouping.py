@@ -50,7 +50,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from ..errors import HarnessError
+from poseharness.errors import HarnessError
 
 SCORE_MODES = ("mean", "sum_over_K")
 

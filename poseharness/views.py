@@ -1,0 +1,183 @@
+"""Views: how a paradigm sees an image through the network input, and the way back to the original image.
+
+A :class:`View` is one network input made from one image: the whole image (bottom-up and single-stage methods,
+:func:`bottom_up_views`) or one crop per person box (top-down methods, :func:`top_down_views`). Boxes come from
+the ground truth (:func:`ground_truth_boxes`: annotated persons, box score 1) or from a COCO detection-results
+file (:func:`load_detections`). Whatever a method predicts in a view's input pixels goes back to the original
+image with :func:`to_original`.
+
+Coordinates follow :mod:`poseharness.data.augment`: pixel centres at integers, sizes ``(width, height)``.
+Inputs may be rectangular (e.g. 192 × 256 for a top-down crop); a bottom-up input keeps the image's aspect and
+pads at the right / bottom.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data.augment import Size, affine_points, as_size, bottom_up_affine, invert_affine, top_down_affine
+from .errors import HarnessError
+
+KINDS = ("bottom-up", "top-down")
+
+
+@dataclass(frozen=True)
+class View:
+    """One network input made from one image.
+
+    image_id: the image's id
+    affine:   (2, 3) float64, original image pixels -> input pixels
+    size:     (W, H) of the input in pixels
+    kind:     'bottom-up' (whole image) or 'top-down' (a person crop)
+    box:      top-down: (4,) float64 x, y, w, h of the person box in original pixels; None for bottom-up
+    score:    the box score (1.0 for ground-truth boxes and for whole images)
+    person:   top-down with ground-truth boxes: the index of the box's person in the image; else None
+    """
+
+    image_id: int
+    affine: np.ndarray
+    size: tuple[int, int]
+    kind: str = "bottom-up"
+    box: np.ndarray | None = None
+    score: float = 1.0
+    person: int | None = None
+
+    def window_area(self) -> float:
+        """px²: the area of the input's extent in the original image (top-down: the expanded crop window)."""
+        return float(self.size[0] * self.size[1] / abs(np.linalg.det(self.affine[:, :2])))
+
+
+def parse_input_size(value: Any) -> Size | None:
+    """A scale's ``input``: an int (a square side), ``[W, H]`` or ``{width: W, height: H}``, all positive.
+
+    Returns the int, or a ``(W, H)`` tuple; None when ``value`` is none of these (the caller names the field).
+    """
+    def ok(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if ok(value):
+        return value
+    if isinstance(value, dict) and set(value) == {"width", "height"}:
+        value = [value["width"], value["height"]]
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(ok(v) for v in value):
+        return int(value[0]), int(value[1])
+    return None
+
+
+def bottom_up_views(sample: Any, input_size: Size) -> list[View]:
+    """One view of the whole image: long side to the input, aspect kept, padded (:func:`bottom_up_affine`).
+
+    sample: anything with ``image_id``, ``width``, ``height`` (a :class:`Sample` or an annotation record).
+    """
+    size = as_size(input_size)
+    return [View(int(sample.image_id), bottom_up_affine(sample.width, sample.height, size), size)]
+
+
+def top_down_views(sample: Any, input_size: Size, boxes: np.ndarray, scores: np.ndarray,
+                   persons: np.ndarray | None = None) -> list[View]:
+    """One crop per box: the box centre at the input's centre, the aspect fixed to the input's and both sides
+    × 1.25 (:func:`top_down_affine`).
+
+    boxes: (N, 4) x, y, w, h in original pixels; scores: (N,) box scores; persons: (N,) the ground-truth
+    person of each box (ground-truth boxes only).
+    """
+    size = as_size(input_size)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    return [View(int(sample.image_id), top_down_affine(b, size), size, "top-down", b.copy(), float(s),
+                 None if persons is None else int(persons[i]))
+            for i, (b, s) in enumerate(zip(boxes, scores))]
+
+
+def ground_truth_boxes(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The boxes of the image's annotated persons (not crowd, ``num_keypoints`` > 0, as the loader's top-down
+    items): boxes (N, 4) x, y, w, h px, scores (N,) all 1.0, persons (N,) their indices in the image."""
+    persons = np.flatnonzero(~np.asarray(sample.iscrowd) & (np.asarray(sample.num_keypoints) > 0))
+    boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)[persons]
+    return boxes, np.ones(len(persons)), persons
+
+
+Detections = dict[int, tuple[np.ndarray, np.ndarray]]
+
+
+def image_views(sample: Any, kind: str, input_size: Size, detections: Detections | None = None) -> list[View]:
+    """The views of one image for a paradigm's view ``kind``; top-down boxes from ``detections`` when given
+    (an image without detections has no view), else from the ground truth."""
+    if kind == "bottom-up":
+        return bottom_up_views(sample, input_size)
+    if kind != "top-down":
+        raise HarnessError(f"unknown view {kind!r} (known: {', '.join(KINDS)})")
+    if detections is None:
+        return top_down_views(sample, input_size, *ground_truth_boxes(sample))
+    boxes, scores = detections.get(int(sample.image_id), (np.zeros((0, 4)), np.zeros(0)))
+    return top_down_views(sample, input_size, boxes, scores)
+
+
+def to_original(poses: np.ndarray, view: View | np.ndarray) -> np.ndarray:
+    """Map (N, K, 3) poses from a view's input pixels back to the original image; missing keypoints (score ≤ 0)
+    become (0, 0, 0). ``view`` is a :class:`View` or its (2, 3) affine. Returns float64 (N, K, 3)."""
+    affine = view.affine if isinstance(view, View) else np.asarray(view, dtype=np.float64)
+    out = np.asarray(poses).astype(np.float64, copy=True)
+    if len(out):
+        out[..., :2] = affine_points(out[..., :2], invert_affine(affine))
+        out[out[..., 2] <= 0] = 0.0
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Detection files
+# ----------------------------------------------------------------------------------------------------------
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_detection(path: Path, i: int, rec: Any) -> None:
+    """Raise HarnessError naming ``path``, record ``i`` and the field when ``rec`` is not a detection."""
+    def bad(field: str, why: str) -> HarnessError:
+        return HarnessError(f"{path}: record {i}: field {field}: {why}")
+
+    if not isinstance(rec, dict):
+        raise HarnessError(f"{path}: record {i}: must be an object, got {type(rec).__name__}")
+    for field in ("image_id", "category_id"):
+        if not isinstance(rec.get(field), int) or isinstance(rec.get(field), bool):
+            raise bad(field, f"must be an integer, got {rec.get(field)!r}")
+    box = rec.get("bbox")
+    if not isinstance(box, list) or len(box) != 4 or not all(_number(v) for v in box):
+        raise bad("bbox", f"must be [x, y, w, h] (4 finite numbers), got {box!r}")
+    if box[2] < 0 or box[3] < 0:
+        raise bad("bbox", f"width and height must be ≥ 0, got {box!r}")
+    if not _number(rec.get("score")):
+        raise bad("score", f"must be a finite number, got {rec.get('score')!r}")
+
+
+def load_detections(path: str | Path, category_id: int = 1) -> Detections:
+    """A COCO detection-results file (a JSON list of ``{image_id, category_id, bbox: [x, y, w, h], score}``) as
+    ``{image_id: (boxes (N, 4) float64 px, scores (N,) float64)}``, records of other categories left out, each
+    image's boxes in file order. A missing / unreadable file or a malformed record raises HarnessError naming
+    the file, the record index and the field."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: detection file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HarnessError(f"{path}: not a readable JSON detection file: {exc}") from None
+    if not isinstance(data, list):
+        raise HarnessError(f"{path}: a detection file must be a JSON list of detections, got a JSON "
+                           f"{'object' if isinstance(data, dict) else type(data).__name__}")
+    found: dict[int, tuple[list, list]] = {}
+    for i, rec in enumerate(data):
+        _check_detection(path, i, rec)
+        if rec["category_id"] != category_id:
+            continue
+        boxes, scores = found.setdefault(rec["image_id"], ([], []))
+        boxes.append(rec["bbox"])
+        scores.append(rec["score"])
+    return {k: (np.asarray(b, dtype=np.float64).reshape(-1, 4), np.asarray(s, dtype=np.float64))
+            for k, (b, s) in found.items()}
