@@ -35,9 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)   # builds from the method directories too (their benches)
         return int(args.func(args) or 0)
     except HarnessError as exc:
         print(f"poseharness: error: {exc}", file=sys.stderr)
