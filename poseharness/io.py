@@ -18,25 +18,56 @@ from typing import Any, Iterable, Iterator
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is fsynced and renamed onto ``target``.
 
-    On an exception the temporary file is removed and ``target`` is left untouched.
+    On an exception the temporary file is removed and ``target`` is left untouched. An :class:`OSError` that
+    names no file, or names the temporary file (a full disk while writing it, a failed rename), is raised
+    again as the same kind of OSError naming ``target``, so a message can say which file could not be written.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        renamed = _naming(exc, target)
+        if renamed is exc:
+            raise
+        raise renamed from exc
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp creates the file 0600; give the final file the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
+        # mkstemp creates the file 0600; give the final file the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        renamed = _naming(exc, target)
+        if renamed is exc:
+            raise
+        raise renamed from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _naming(exc: OSError, target: Path) -> OSError:
+    """``exc`` itself when it names a file of its own; else (it names none, or a temporary file of ``target``)
+    the same kind of OSError naming ``target``."""
+    if isinstance(exc.filename, (str, bytes, os.PathLike)):
+        named = Path(os.fsdecode(exc.filename))
+        temporary = (named.parent == target.parent and named.name.startswith(f".{target.name}.")
+                     and named.name.endswith(".tmp"))
+        if not temporary:
+            return exc
+    strerror = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno is None:
+        renamed = OSError(strerror)
+        renamed.filename = str(target)
+        return renamed
+    return OSError(exc.errno, strerror, str(target))    # OSError picks the subclass (PermissionError...)
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> Path:

@@ -26,6 +26,7 @@ from .errors import HarnessError
 from .io import file_digest
 from .methods import MethodSpec
 from .pipeline import Decoder, Predictions, RunInfo, encoded_outputs, finish, predictions_path
+from .store.record import check_limit, subset_name
 from .views import image_views, load_detections
 
 
@@ -45,7 +46,9 @@ def run_variants(method: MethodSpec, manifest: Manifest, split: str, variants: I
     """Views → encode → decode → per-image step for every image of the split and each variant.
 
     detections: top-down boxes per image (:func:`views.load_detections`); None: ground-truth boxes.
-    Returns the runs and stage times (s): encode, decode."""
+    limit: only the first N images (N >= 1; HarnessError otherwise). Returns the runs and stage times (s): encode,
+    decode."""
+    check_limit(limit)
     variants = list(variants)
     by_training: dict[str, list[str]] = defaultdict(list)
     for v in variants:
@@ -97,8 +100,12 @@ def run_oracle(method: MethodSpec, manifest: Manifest, split: str, variants: Ite
     """Run the oracle for ``variants`` (default: all) and write one ``oracle`` record per variant.
 
     detections: a COCO detection-results file whose boxes a top-down method crops (default: ground-truth boxes).
+    limit: only the first N images (N >= 1, else HarnessError), a quick look: its records have the subset
+    ``first-N-images`` (a key of their own, never superseding the full split's) and its results files sit beside
+    the full run's as ``<scale>-seed<N>.first-N-images.json``, leaving those untouched.
     Returns one dict per variant: variant, metrics, record path (None when ``write`` is False), timings, persons.
     """
+    check_limit(limit)
     variants = list(variants or method.variants)
     for v in variants:
         if v not in method.variants:
@@ -114,6 +121,8 @@ def run_oracle(method: MethodSpec, manifest: Manifest, split: str, variants: Ite
     for run in runs:
         pred = predictions_path("oracle", manifest.name, split, method.name, run.variant, scale, run_seed,
                                 store_root)
+        if limit is not None:       # a quick look must not overwrite the full run's results and matches files
+            pred = pred.with_name(f"{pred.stem}.{subset_name(limit)}{pred.suffix}")
         info = RunInfo("oracle", manifest, split, method.name, run.variant, scale, run_seed,
                        dict(run.config, **boxes))
         done = finish(run.predictions, info, pred, gt_path, timings={"encode": share, "decode": run.seconds_decode},
@@ -149,12 +158,15 @@ def register(sub) -> None:
                    help="whose input size the ground truth is encoded at (default: paper, e.g. long side 640)")
     p.add_argument("--size", help="synthetic sets: which generated size")
     p.add_argument("--seed", type=int, help="synthetic sets: which generator seed")
-    p.add_argument("--limit", type=int, help="only the first N images (a quick look; recorded in the config)")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="only the first N images (N >= 1): a quick look, recorded with subset first-N-images beside "
+                        "(never instead of) the full split's record, and left out of the report's tables")
     p.add_argument("--detections", metavar="DETECTIONS.json",
                    help="top-down methods: crop the boxes of this COCO detection-results file (person category), "
                         "scored by their box scores (default: the ground-truth boxes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=int, default=1,
+    from .argtypes import positive_int
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads (default 1: the per-image maps are small, and extra threads only wait "
                         "on each other on a busy machine)")
     p.add_argument("--summary", metavar="SUMMARY.json",
@@ -168,6 +180,7 @@ def cmd_oracle(args) -> int:
     from .threads import torch_threads
     from .contract import resolve_method
 
+    check_limit(args.limit)
     method = resolve_method(args.method)
     manifest = load_manifest(args.dataset)
     with torch_threads(args.threads):
@@ -175,14 +188,17 @@ def cmd_oracle(args) -> int:
                           progress=not args.quiet, limit=args.limit, detections=args.detections)
     oracle_table = next((t for t in method.tables().values() if t.kind == "oracle"), None)
     same_dataset = oracle_table is not None and manifest.name == oracle_table.dataset
-    comparable = same_dataset and args.scale == "paper" and not args.limit
+    comparable = same_dataset and args.scale == "paper" and args.limit is None
     print(f"oracle of {method.name} on {manifest.name}/{args.split} at scale {args.scale} "
           f"(protocol {manifest.protocol})")
     print(format_oracle(rows, paper=oracle_table.paper if comparable else {}))
-    if not comparable:
+    if not comparable and not (same_dataset and args.scale == "paper"):   # a --limit alone: the note below
         family = oracle_table.dataset if oracle_table is not None else "the paper's dataset"
         print(f"note: figures for {manifest.name} ({manifest.kind}, scale {args.scale}) are not comparable to "
               f"a paper's (those are for real {family} at scale paper).")
+    if args.limit is not None:
+        print(f"note: {subset_name(args.limit)} of {manifest.name}/{args.split} only (--limit): a quick look, "
+              f"recorded beside the full split's record and never used in report tables.")
     for r in rows:
         print(f"record: {r['record']}")
     if args.summary:

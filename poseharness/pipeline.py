@@ -295,7 +295,8 @@ def subset_ground_truth(gt_path: Path, image_ids: list, out: Path) -> Path:
 @dataclass
 class RunInfo:
     """What a run's record says of it: kind ('oracle' | 'trained'), dataset and split, method, variant, scale,
-    seed, and its resolved config."""
+    seed, and its resolved config. Which images of the split it saw (the record's ``subset``: ``full``, or
+    ``first-N-images`` for a ``--limit N`` quick look) is :func:`finish`'s ``limit``."""
 
     kind: str
     manifest: Manifest
@@ -310,11 +311,13 @@ class RunInfo:
 def finish(preds: Predictions, info: RunInfo, pred_path: Path, gt_path: Path, *, timings: dict,
            limit: int | None = None, write: bool = True, store_root: Path | None = None) -> dict:
     """Write the results file, evaluate it (on the images seen when ``limit``), and write the record (when
-    ``write``). Returns ``{'metrics', 'predictions', 'record', 'timings', 'persons', 'images', 'config'}``;
+    ``write``): with ``limit`` (>= 1) the record's subset is ``first-<limit>-images`` and its config says
+    ``limit``, a key of its own that never supersedes the full split's record. Returns ``{'metrics', 'predictions', 'record', 'timings', 'persons', 'images', 'config'}``;
     ``timings`` (s) gain ``evaluate``."""
-    from .store.record import RunRecord
+    from .store.record import RunRecord, check_limit, subset_name
     from .store.store import write_record
 
+    check_limit(limit)
     ids, poses, scores = preds.arrays()
     write_results(pred_path, ids, poses, scores)
     if limit is not None:
@@ -331,7 +334,8 @@ def finish(preds: Predictions, info: RunInfo, pred_path: Path, gt_path: Path, *,
         record = RunRecord.new(
             kind=info.kind, dataset=info.manifest.name, split=info.split, method=info.method, variant=info.variant,
             scale=info.scale, seed=info.seed, metrics=metrics, config=config, dataset_kind=info.manifest.kind,
-            timings=timings, predictions={"path": str(pred_path), "sha256": file_digest(pred_path)}, **extra)
+            timings=timings, predictions={"path": str(pred_path), "sha256": file_digest(pred_path)},
+            subset=subset_name(limit), **extra)
         record_path = write_record(record, store_root)
     return {"metrics": metrics, "predictions": pred_path, "record": record_path, "timings": timings,
             "persons": int(len(ids)), "images": len(preds.images), "config": config}

@@ -33,6 +33,7 @@ from .errors import HarnessError
 from .io import file_digest
 from .methods import MethodSpec, load_method
 from .pipeline import Decoder, ModelRunner, RunInfo, ViewImages, finish, model_predictions, predictions_path
+from .store.record import check_limit, subset_name
 from .train import head_layout
 from .views import image_views, load_detections
 
@@ -61,7 +62,9 @@ class PredictOptions:
     batch, workers:  views per forward pass, loader processes
     device, amp:     'auto' | 'cpu' | 'cuda[:N]'; AMP (float16) on CUDA
     store_root:      the results store (default: POSEHARNESS_RESULTS); write: also write a record
-    progress:        a progress bar; limit: only the first N images
+    progress:        a progress bar; limit: only the first N images (N >= 1): a quick look, recorded with the
+                     subset ``first-N-images`` (never superseding the full split's record); its default results file
+                     is ``<scale>-seed<N>.first-N-images.json``, beside the full run's
     """
 
     out: str | os.PathLike | None = None
@@ -151,6 +154,7 @@ def predict(checkpoint: str | os.PathLike, variant: str, manifest: Manifest, spl
     """
     t_start = time.perf_counter()
     opts = dataclasses.replace(options or PredictOptions(), **overrides)
+    check_limit(opts.limit)
     path = Path(checkpoint)
     state = ckpt.load_checkpoint(path)
     spec = checkpoint_method(state, path, opts.method)
@@ -179,6 +183,8 @@ def predict(checkpoint: str | os.PathLike, variant: str, manifest: Manifest, spl
                    _record_config(cfg, path, state, manifest, data, view, side, opts))
     pred = Path(opts.out) if opts.out is not None else predictions_path(
         "trained", manifest.name, split, spec.name, variant, scale, seed, opts.store_root)
+    if opts.out is None and opts.limit is not None:   # never overwrite the full run's results and matches files
+        pred = pred.with_name(f"{pred.stem}.{subset_name(opts.limit)}{pred.suffix}")
     return finish(preds, info, pred, manifest.annotation_path(split, *data),
                   timings={"setup": t_setup, "model": runner.seconds, "decode": t_decode}, limit=opts.limit,
                   write=opts.write, store_root=opts.store_root)

@@ -454,8 +454,11 @@ class _Run:
         if settings.batch % ddp.world_size:
             raise HarnessError(f"{spec.source}: field scales.{scale}.train.batch: {settings.batch} does not split "
                                f"evenly over {ddp.world_size} processes")
+        # A corrupted final.pt / last.pt is never used: the newest verified snapshot instead (said), else an error
+        # saying how to restart. Only rank 0 logs and repairs files.
         run.state, run.state_path = ckpt.find_resumable(run.out_dir, cfg, method=spec.name, training=training,
-                                                        world_size=ddp.world_size)
+                                                        world_size=ddp.world_size,
+                                                        log=opts.log if ddp.main else None, repair=ddp.main)
         return run
 
     @property

@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", help="load the method from this name / directory instead of the checkpoint's")
     p.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--workers", type=int, default=0, help="data-loader processes (default 0)")
-    p.add_argument("--limit", type=int, help="only the first N images (a quick look; recorded in the config)")
+    p.add_argument("--limit", type=int, help="only the first N images: a quick look, recorded as subset "
+                                             "first-N-images and never used in tables")
     p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N")
     p.add_argument("--no-amp", action="store_true", help="on CUDA, run in float32 instead of AMP")
     p.add_argument("--no-record", action="store_true", help="write the results file only, no record")

@@ -151,7 +151,7 @@ def test_round_trip_through_dict_and_json():
     again = RunRecord.from_dict(json.loads(json.dumps(record.to_dict())), source="x.json")
     assert again == record
     assert again.to_dict() == record.to_dict()
-    assert again.key == ("trained", "synthetic-coco", "val", "gog", "ours", "tiny", 0)
+    assert again.key == ("trained", "synthetic-coco", "val", "gog", "ours", "tiny", 0, "full")
 
 
 def _bad(mutate):

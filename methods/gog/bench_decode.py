@@ -334,7 +334,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random persons")
     p.add_argument("--repeat", type=int, default=3, help="runs per stage and image; the fastest counts")
     p.add_argument("--limbs", choices=("19", "44", "both"), default="both")
-    p.add_argument("--threads", type=int, default=None,
+    from poseharness.argtypes import positive_int
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch.set_num_threads before timing (default: torch's default)")
     p.add_argument("--out", metavar="BENCH.json", help="also write the rows here")
     p.set_defaults(func=cmd_bench_decode)

@@ -72,7 +72,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", action="append", required=True, help="repeatable: decoders to score")
     p.add_argument("--dataset", required=True, help="dataset manifest name or path")
     p.add_argument("--split", default="val")
-    p.add_argument("--threads", type=int, default=1, help="compute threads the training ran with (default 1)")
+    from ..argtypes import positive_int
+    p.add_argument("--threads", type=positive_int, default=1, help="compute threads the training ran with (default 1)")
     p.add_argument("--out", metavar="CURVE.json",
                    help="write the rows here (default: <results>/curves/<method>/<training>-<scale>-seed<N>.json, "
                         "which the report plots)")

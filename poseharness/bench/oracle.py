@@ -187,7 +187,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default="ours")
     p.add_argument("--scale", default="paper")
     p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--threads", type=int, default=None,
+    from ..argtypes import positive_int
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch.set_num_threads before timing (default: torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", metavar="BENCH.json", help="also write the timings here")

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("list", help="the datasets this checkout knows (datasets/*.yaml)")
     p.set_defaults(func=cmd_list)
 
-    p = verbs.add_parser("prepare", help="download and verify a real dataset, or generate a synthetic one")
+    p = verbs.add_parser("prepare", help="download and verify a real dataset, or generate a synthetic one; "
+                                         "a set prepared before is verified (sizes and digests) and repaired")
     p.add_argument("name")
     _add_size_seed(p)
     p.add_argument("--jobs", type=int, default=None, help="parallel image writers (default: all cores)")
@@ -49,7 +50,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in manifest_names():
         m = load_manifest(name)
         root = m.root()
-        prepared = "yes" if (root / ".prepared.json").exists() else "-"
+        prepared = "yes" if (root / ".prepared.json").exists() else "-"   # unverified here: `prepare` checks
         if not m.synthetic:
             prepared = "yes" if all(m.annotation_path(s).exists() for s in m.splits) else (
                 "partly" if any(m.annotation_path(s).exists() for s in m.splits) else "-")

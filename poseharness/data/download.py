@@ -28,13 +28,13 @@ import urllib.request
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tqdm import tqdm
 
 from ..errors import HarnessError
-from ..io import file_digests, write_json_atomic
+from ..io import file_digest, file_digests, write_json_atomic
 from .manifest import FileSpec, Manifest
 
 ATTEMPTS = 5            # tries in a row without progress before a download gives up (the .part is kept)
@@ -148,11 +148,46 @@ def _check(path: Path, final: Path, size: int | None, checksums: Mapping[str, st
     return digests
 
 
-def _verify_in_place(path: Path, size: int | None, checksums: Mapping[str, str], origin: str) -> str:
-    """State of a file already at its final name: PRESENT (stamp valid) or VERIFIED (hashed now and stamped)."""
-    if _stamped_digests(path, size, checksums) is not None:
+def _recorded_digests(path: Path) -> dict[str, str]:
+    """The digests the stamp recorded for ``path`` when it was verified, whatever changed since ({} if none)."""
+    try:
+        stamp = json.loads(_stamp_path(path).read_text())
+        digests = stamp["digests"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if not isinstance(digests, dict):
+        return {}
+    return {a: str(v).lower() for a, v in digests.items() if a in _DIGESTS}
+
+
+def _verify_in_place(path: Path, size: int | None, checksums: Mapping[str, str], origin: str,
+                     rehash: bool = False, trust_stamp: bool = True) -> str:
+    """State of a file already at its final name: PRESENT (stamp valid) or VERIFIED (hashed now and stamped).
+
+    ``rehash`` (annotation files, small next to the archives): hash the bytes on every run instead of
+    trusting a stamp whose size and mtime still match, so a file edited, truncated or damaged in place is
+    caught. With no published digest the bytes must match the digests recorded when the file was first
+    verified (``trust_stamp``: a downloaded file, whose good copy can be fetched again); a file placed by
+    hand with nothing published must at least parse when it is JSON.
+    """
+    stamped = _stamped_digests(path, size, checksums)
+    if not rehash and stamped is not None:
         return PRESENT
-    _write_stamp(path, _check(path, path, size, checksums, origin))
+    expected = dict(checksums)
+    if rehash and not expected and (trust_stamp or stamped is not None):
+        # unchanged size and mtime but other bytes is damage, whoever placed the file
+        expected = _recorded_digests(path)
+    digests = _check(path, path, size, expected, origin)
+    if rehash and not expected and path.suffix == ".json":
+        try:
+            json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError) as exc:
+            aside = _move_aside(path, path)
+            raise HarnessError(f"{path}: not valid JSON ({type(exc).__name__}: {exc}) for {origin}; "
+                               f"the bytes were moved to {aside}") from None
+    if stamped is not None and all(stamped.get(a) == v for a, v in digests.items()):
+        return PRESENT
+    _write_stamp(path, digests)
     return VERIFIED
 
 
@@ -177,15 +212,21 @@ def fetch(url: str, dest: str | os.PathLike, *, size: int | None = None,
 
 
 def _fetch(url: str, dest: Path, *, size: int | None, checksums: Mapping[str, str] | None, progress: bool,
-           attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S,
-           timeout_s: float = TIMEOUT_S) -> tuple[Path, str, int]:
-    """:func:`fetch`, also returning the state (DOWNLOADED / VERIFIED / PRESENT) and the bytes transferred."""
+           attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S, timeout_s: float = TIMEOUT_S,
+           rehash: bool = False, notes: list[str] | None = None) -> tuple[Path, str, int]:
+    """:func:`fetch`, also returning the state (DOWNLOADED / VERIFIED / PRESENT) and the bytes transferred.
+
+    ``rehash``: see :func:`_verify_in_place`. Why a file already at ``dest`` was fetched again goes to ``notes``.
+    """
     checksums = _normalise_checksums(checksums, dest)
     if dest.is_file():
         try:
-            return dest, _verify_in_place(dest, size, checksums, f"{url} (file already at {dest})"), 0
-        except HarnessError:
-            pass  # the old bytes were moved aside: fetch a good copy
+            return dest, _verify_in_place(dest, size, checksums, f"{url} (file already at {dest})",
+                                          rehash=rehash), 0
+        except HarnessError as exc:
+            # the old bytes were moved aside: fetch a good copy
+            if notes is not None:
+                notes.append(f"broken: {exc}; fetching it again from {url}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part_path(dest)
     received = _download(url, dest, part, size, progress, attempts, backoff_s, timeout_s)
@@ -543,22 +584,66 @@ def safe_unpack(archive: str | os.PathLike, target: str | os.PathLike) -> list[P
     return [target.joinpath(*m.parts) for _, m in pairs if m.kind != "dir"]
 
 
-def _unpack_once(archive: Path, target: Path, unpack: str) -> str:
-    """Unpack ``archive`` unless its stamp says this very archive was unpacked into ``unpack`` and every
-    top-level entry it created still exists. Returns 'unpacked' or 'already unpacked'."""
+def _member_problem(path: Path, record: Any) -> str | None:
+    """Why an unpacked file no longer matches its record ``{'size', 'sha256'}``, or None when it does."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "missing"
+    if not isinstance(record, dict) or size != record.get("size"):
+        want = record.get("size") if isinstance(record, dict) else "?"
+        return f"{size} bytes, {want} were unpacked (truncated or replaced)"
+    digest = file_digest(path)
+    if digest != record.get("sha256"):
+        return f"SHA-256 {digest}, {record.get('sha256')} was unpacked (altered)"
+    return None
+
+
+def _unpack_once(archive: Path, target: Path, unpack: str, watch: frozenset[str] = frozenset(),
+                 notes: list[str] | None = None) -> str:
+    """Unpack ``archive`` unless its stamp says this very archive was unpacked into ``unpack``, every
+    top-level entry it created still exists and every watched file it created is intact. Returns 'unpacked'
+    or 'already unpacked'.
+
+    ``watch``: paths relative to ``target`` (the dataset's annotation files): their size and SHA-256 are
+    recorded in the stamp when they come out of the archive and checked on every later run; a broken one
+    unpacks the (verified) archive again, with a line in ``notes``. A stamp of an older version, which
+    recorded none, unpacks again when the archive's entries could hold a watched file.
+    """
     st = archive.stat()
     stamp_path = _unpack_stamp_path(archive)
     try:
         stamp = json.loads(stamp_path.read_text())
         if (stamp["size"] == st.st_size and stamp["mtime_ns"] == st.st_mtime_ns and stamp["into"] == unpack
                 and all((target / e).exists() or (target / e).is_symlink() for e in stamp["entries"])):
-            return "already unpacked"
-    except (OSError, ValueError, KeyError, TypeError):
+            recorded = stamp.get("verified_members")
+            if isinstance(recorded, dict):
+                broken = [(rel, why) for rel, rec in recorded.items()
+                          if (why := _member_problem(target / rel, rec)) is not None]
+                if not broken:
+                    return "already unpacked"
+                for rel, why in broken:
+                    if notes is not None:
+                        notes.append(f"broken: {target / rel}: {why}; unpacking {archive.name} again")
+            else:
+                could = sorted(w for w in watch if PurePosixPath(w).parts[0] in stamp["entries"])
+                if not could:
+                    return "already unpacked"
+                if notes is not None:
+                    notes.append(f"unverifiable: {archive.name} was unpacked by an older version that recorded "
+                                 f"no digests for {', '.join(could)}; unpacking it again")
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         pass
     created = safe_unpack(archive, target)
     entries = sorted({p.relative_to(target).parts[0] for p in created})
+    members = {}
+    for p in created:
+        rel = p.relative_to(target).as_posix()
+        if rel in watch and p.is_file():
+            members[rel] = {"size": p.stat().st_size, "sha256": file_digest(p)}
     write_json_atomic(stamp_path, {"archive": archive.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                   "into": unpack, "entries": entries, "members": len(created)}, indent=1)
+                                   "into": unpack, "entries": entries, "members": len(created),
+                                   "verified_members": members}, indent=1)
     return "unpacked"
 
 
@@ -584,9 +669,15 @@ def prepare_real(manifest: Manifest, splits: list[str] | None = None, progress: 
     or fails verification, a HarnessError lists each with the exact path to place it at, where to get it
     and the manifest's ``manual`` text. A second run downloads nothing and says 'already prepared'.
 
+    Files that are present are checked, not just found: size and stamp for every file, and the annotation
+    files of the manifest's splits are re-hashed on every run (against the published digests, or those
+    recorded when they were downloaded or unpacked). A broken one is moved aside and fetched again (with a
+    URL), refused with the path to place a good copy at (by hand), or unpacked again from its verified
+    archive; each such repair is a line in ``repairs``.
+
     Returns ``{'dataset', 'status' ('prepared' | 'already prepared'), 'root', 'files': [{'name', 'path',
-    'state', 'bytes' (size on disk), 'downloaded_bytes', 'seconds', 'unpacked'}], 'downloaded_bytes',
-    'seconds'}``.
+    'state', 'bytes' (size on disk), 'downloaded_bytes', 'seconds', 'unpacked', 'rehashed', 'repairs'}],
+    'downloaded_bytes', 'repairs', 'seconds'}``.
     """
     if manifest.synthetic:
         raise HarnessError(f"{manifest.source_path}: dataset {manifest.name!r} is synthetic: it is generated, "
@@ -596,25 +687,32 @@ def prepare_real(manifest: Manifest, splits: list[str] | None = None, progress: 
         manifest.split(split)           # an unknown split is an error that lists the known ones
     root = manifest.root()
     started = time.monotonic()
+    # The annotation files of every split are re-hashed on every run (see _verify_in_place, _unpack_once).
+    annotations = {PurePosixPath(s.annotations).as_posix() for s in manifest.splits.values()}
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     manual_needed = False
     for spec in manifest.files:
         if not _needed(spec, wanted):
             continue
-        path = root / (spec.dest or spec.name)
+        rel = PurePosixPath(spec.dest or spec.name).as_posix()
+        path = root / rel
+        rehash = rel in annotations
         t0 = time.monotonic()
+        notes: list[str] = []
         row: dict[str, Any] = {"name": spec.name, "path": str(path), "state": MISSING, "bytes": 0,
-                               "downloaded_bytes": 0, "seconds": 0.0, "unpacked": None}
+                               "downloaded_bytes": 0, "seconds": 0.0, "unpacked": None, "rehashed": rehash,
+                               "repairs": notes}
         rows.append(row)
         source = spec.source or spec.url or "see the instructions below"
         try:
             if spec.url:
                 _, row["state"], row["downloaded_bytes"] = _fetch(
-                    spec.url, path, size=spec.size, checksums=spec.checksums, progress=progress)
+                    spec.url, path, size=spec.size, checksums=spec.checksums, progress=progress, rehash=rehash,
+                    notes=notes)
             elif path.is_file():
                 row["state"] = _verify_in_place(path, spec.size, spec.checksums, f"the file placed by hand "
-                                                f"(source: {source})")
+                                                f"(source: {source})", rehash=rehash, trust_stamp=False)
             elif spec.optional:
                 row["state"] = f"{MISSING} (optional)"
             else:
@@ -626,12 +724,20 @@ def prepare_real(manifest: Manifest, splits: list[str] | None = None, progress: 
             row["state"] = FAILED if spec.url else REJECTED
             if not spec.url:
                 manual_needed = True
-            problems.append(f"{exc}\n    place a good copy at: {path}\n    get it from: {source}")
+            problems.append("\n    ".join([*notes, str(exc)]) +
+                            f"\n    place a good copy at: {path}\n    get it from: {source}")
         if row["state"] in (DOWNLOADED, VERIFIED, PRESENT):
             row["bytes"] = path.stat().st_size
             if spec.unpack is not None:
+                target = root / spec.unpack
+                watch = set()
+                for a in annotations:
+                    try:
+                        watch.add((root / a).relative_to(target).as_posix())
+                    except ValueError:
+                        pass
                 try:
-                    row["unpacked"] = _unpack_once(path, root / spec.unpack, spec.unpack)
+                    row["unpacked"] = _unpack_once(path, target, spec.unpack, frozenset(watch), notes)
                 except HarnessError as exc:
                     row["unpacked"] = "refused"
                     problems.append(str(exc))
@@ -649,7 +755,7 @@ def prepare_real(manifest: Manifest, splits: list[str] | None = None, progress: 
         raise HarnessError(text)
 
     untouched = all(r["state"] != DOWNLOADED and r["state"] != VERIFIED for r in rows) and all(
-        r["unpacked"] in (None, "already unpacked") for r in rows)
+        r["unpacked"] in (None, "already unpacked") for r in rows) and not any(r["repairs"] for r in rows)
     return {
         "dataset": manifest.name,
         "status": "already prepared" if untouched else "prepared",
@@ -657,6 +763,7 @@ def prepare_real(manifest: Manifest, splits: list[str] | None = None, progress: 
         "splits": wanted,
         "files": rows,
         "downloaded_bytes": sum(r["downloaded_bytes"] for r in rows),
+        "repairs": [n for r in rows for n in r["repairs"]],
         "seconds": round(time.monotonic() - started, 3),
     }
 
@@ -675,8 +782,14 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     head = f"{summary['dataset']}: {summary['status']} in {summary['root']}"
     if summary["downloaded_bytes"]:
         head += f" ({_human(summary['downloaded_bytes'])} downloaded, {summary['seconds']:.1f} s)"
-    lines = [head]
     files = summary["files"]
+    if summary["status"] == "already prepared" and files:
+        rehashed = sum(bool(f.get("rehashed")) for f in files)
+        present = sum(f["state"] == PRESENT for f in files)
+        head += (f" (verified: {present} file(s) against their size and stamp"
+                 + (f", {rehashed} annotation file(s) re-hashed" if rehashed else "") + ")")
+    lines = [head]
+    lines += [f"  {note}" for note in summary.get("repairs", [])]
     width = max((len(f["name"]) for f in files), default=0)
     state_width = max((len(f["state"]) for f in files), default=0)
     for f in files:

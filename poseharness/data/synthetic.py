@@ -23,8 +23,12 @@ JPEG encoder, NumPy's generators).
 
 Everything is a function of (seed, split, image index): image ``i`` of split ``s`` draws from
 ``np.random.SeedSequence([seed, crc32(dataset), crc32(s), i])``, so the files are byte-identical for the same
-seed whatever the number of worker processes. A ``.prepared.json`` stamp, written last, records the settings;
-a second call with the same settings returns ``status: 'already prepared'`` without touching anything.
+seed whatever the number of worker processes. A ``.prepared.json`` stamp, written last, records the settings
+and the size and SHA-256 of every file written (annotations and images; the image digests are taken from the
+encoded bytes in memory, at no extra read). A second call with the same settings checks every recorded file
+(present, same size, same SHA-256) and returns ``status: 'already prepared'`` with ``verified`` set, without
+writing anything; a missing, truncated or altered file, an unreadable stamp or one that records no files
+regenerates the whole set (deterministic from the seed) and lists what was broken under ``repairs``.
 
 Ids: image ids are ``base + 100_000 * split_position + index`` (base 1, or 100000 for CrowdPose whose ids
 are 6-digit numbers from 100000) and annotation ids ``10_000_000 * split_position + n`` (n from 1), so the
@@ -33,6 +37,7 @@ ids of different splits never collide (CrowdPose practice concatenates train and
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -51,7 +56,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from ..errors import HarnessError
-from ..io import write_bytes_atomic, write_json_atomic
+from ..io import file_digest, write_bytes_atomic, write_json_atomic
 from ..schemas import coco_category
 from . import render
 from .manifest import Manifest
@@ -565,7 +570,9 @@ def _render_image(cfg: _Config, split: str, folder: str, position: int, index: i
     name = file_name(cfg.format, ident)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=s.jpeg_quality)
-    write_bytes_atomic(Path(cfg.root) / folder / name, buf.getvalue())
+    data = buf.getvalue()
+    write_bytes_atomic(Path(cfg.root) / folder / name, data)
+    written = {"path": f"{folder}/{name}", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
     anns: list[dict] = []
     kps, boxes = [], []          # of iscrowd-0 persons, for crowdIndex and overlap statistics
@@ -606,7 +613,7 @@ def _render_image(cfg: _Config, split: str, folder: str, position: int, index: i
         "keypoints_visible": int((labels == 2).sum()),
         "overlapping_persons": int(overlapping(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)).sum()),
     }
-    return {"image": image, "annotations": anns, "stats": stats}
+    return {"image": image, "annotations": anns, "stats": stats, "file": written}
 
 
 def _keypoint_list(cfg: _Config, kp: np.ndarray, W: int, H: int) -> list:
@@ -726,22 +733,84 @@ def _stamp_settings(manifest: Manifest, settings: GeneratorSettings, size: str, 
     return json.loads(json.dumps(raw))   # tuples -> lists, as they come back from the stamp file
 
 
-def _prepared(root: Path, manifest: Manifest, wanted: dict) -> dict | None:
-    """The stamp's summary when the folder holds a complete generation with exactly these settings."""
+def _file_record(path: Path) -> dict:
+    """Size and SHA-256 of a file as the stamp records it."""
+    return {"size": path.stat().st_size, "sha256": file_digest(path)}
+
+
+def _verify_files(root: Path, files: dict) -> tuple[list[str], dict]:
+    """Check every file the stamp recorded: present, same size, same SHA-256.
+
+    Returns (problems, totals): one line per broken file (empty when all is well) and
+    ``{'files', 'bytes', 'seconds'}`` of what was checked.
+    """
+    start = time.perf_counter()
+    problems: list[str] = []
+    checked = nbytes = 0
+    for rel, rec in files.items():
+        path = root / rel
+        try:
+            size = path.stat().st_size
+        except OSError:
+            problems.append(f"{rel}: missing")
+            continue
+        if not isinstance(rec, dict) or size != rec.get("size"):
+            problems.append(f"{rel}: {size} bytes, the generator wrote "
+                            f"{rec.get('size') if isinstance(rec, dict) else '?'} (truncated or replaced)")
+            continue
+        try:
+            digest = file_digest(path)
+        except OSError as exc:
+            problems.append(f"{rel}: unreadable ({exc.strerror})")
+            continue
+        if digest != rec.get("sha256"):
+            problems.append(f"{rel}: SHA-256 {digest[:16]}..., the generator wrote {str(rec.get('sha256'))[:16]}... "
+                            f"(altered)")
+            continue
+        checked += 1
+        nbytes += size
+    return problems, {"files": checked, "bytes": nbytes, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _prepared(root: Path, manifest: Manifest, wanted: dict) -> tuple[dict | None, list[str], dict | None]:
+    """Whether the folder holds a complete, intact generation with exactly these settings.
+
+    Returns (the stamp's statistics or None, why it must be regenerated, what the verification checked).
+    A missing stamp is "not prepared" with no reason (nothing was there); an unreadable one, other settings,
+    a stamp that records no files, stray or missing images and any file that differs from its record are
+    reasons, one line each.
+    """
+    stamp_path = root / STAMP
+    if not stamp_path.exists():
+        return None, [], None
     try:
-        stamp = json.loads((root / STAMP).read_text())
-    except (OSError, ValueError):
-        return None
+        stamp = json.loads(stamp_path.read_text())
+        if not isinstance(stamp, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        return None, [f"{STAMP}: unreadable ({type(exc).__name__}: {exc}), so the set counts as not prepared"], None
     if stamp.get("settings") != wanted:
-        return None
+        return None, [f"{STAMP}: made with other settings (generator, size, seed or version changed)"], None
+    files = stamp.get("files")
+    if not isinstance(files, dict) or not files or not isinstance(stamp.get("splits"), dict):
+        return None, [f"{STAMP}: records no file sizes and digests (an older or damaged stamp)"], None
+    expected = {manifest.splits[s].annotations for s in manifest.splits}
+    missing_records = sorted(a for a in expected if a not in files)
+    if missing_records or len(files) != len(expected) + sum(wanted["counts"].values()):
+        return None, [f"{STAMP}: records {len(files)} files, the settings make "
+                      f"{len(expected) + sum(wanted['counts'].values())}"], None
+    problems: list[str] = []
     for split, spec in manifest.splits.items():
-        if not (root / spec.annotations).is_file():
-            return None
         folder = root / spec.images
         n = sum(1 for _ in folder.glob("*.jpg")) if folder.is_dir() else 0
-        if n != wanted["counts"][split]:
-            return None
-    return stamp.get("splits")
+        if n > wanted["counts"][split]:
+            problems.append(f"{spec.images}: {n} images, the generator wrote {wanted['counts'][split]} "
+                            f"(stray files)")
+    broken, totals = _verify_files(root, files)
+    problems += broken
+    if problems:
+        return None, problems, totals
+    return stamp["splits"], [], totals
 
 
 def generate(manifest: Manifest, size: str | None = None, seed: int | None = None, jobs: int | None = None,
@@ -750,6 +819,8 @@ def generate(manifest: Manifest, size: str | None = None, seed: int | None = Non
 
     ``jobs`` worker processes render the images (default: all CPUs); the output does not depend on it.
     Returns ``{'dataset', 'status': 'generated' | 'already prepared', 'root', 'size', 'seed', 'seconds',
+    ['verified': {'files', 'bytes', 'seconds'}] (already prepared: what was checked),
+    ['repairs': [one line per broken file or stamp]] (generated because the earlier generation was damaged),
     'splits': {split: {'images', 'persons', 'persons_with_keypoints', 'zero_keypoint_persons',
     'crowd_regions', 'keypoints_labelled', 'keypoints_visible', 'overlap_fraction', ['easy_images',
     'medium_images', 'hard_images'] (CrowdPose)}}}``.
@@ -783,10 +854,12 @@ def generate(manifest: Manifest, size: str | None = None, seed: int | None = Non
     wanted = _stamp_settings(manifest, settings, size, seed, counts)
     summary = {"dataset": manifest.name, "status": "already prepared", "root": str(root), "size": size,
                "seed": seed, "seconds": 0.0, "splits": {}}
-    previous = _prepared(root, manifest, wanted)
+    previous, problems, verified = _prepared(root, manifest, wanted)
     if previous is not None:
-        summary.update(splits=previous, seconds=round(time.perf_counter() - start, 3))
+        summary.update(splits=previous, verified=verified, seconds=round(time.perf_counter() - start, 3))
         return summary
+    if problems:
+        summary["repairs"] = problems
 
     # Regenerate from scratch: no stamp while files change, no stale images from an older generation.
     (root / STAMP).unlink(missing_ok=True)
@@ -804,11 +877,17 @@ def generate(manifest: Manifest, size: str | None = None, seed: int | None = Non
         splits=tuple((name, spec.images, pos) for pos, (name, spec) in enumerate(manifest.splits.items())),
     )
     results = _render_all(cfg, counts, jobs, progress)
+    files: dict[str, dict] = {}
     for split, _folder, position in cfg.splits:
         doc, stats = _assemble(manifest, results[split], position)
-        write_json_atomic(root / manifest.splits[split].annotations, doc)
+        annotations = manifest.splits[split].annotations
+        write_json_atomic(root / annotations, doc)
+        files[annotations] = _file_record(root / annotations)
         summary["splits"][split] = stats
-    write_json_atomic(root / STAMP, {"settings": wanted, "splits": summary["splits"]}, indent=1)
+    for split, _folder, _position in cfg.splits:
+        for res in results[split]:
+            files[res["file"]["path"]] = {"size": res["file"]["size"], "sha256": res["file"]["sha256"]}
+    write_json_atomic(root / STAMP, {"settings": wanted, "splits": summary["splits"], "files": files}, indent=1)
     summary.update(status="generated", seconds=round(time.perf_counter() - start, 3))
     return summary
 
@@ -887,9 +966,24 @@ def _assemble(manifest: Manifest, results: list[dict], position: int) -> tuple[d
 
 def format_summary(summary: dict) -> str:
     """A few human-readable lines for the CLI."""
-    head = (f"{summary['dataset']} (size {summary['size']}, seed {summary['seed']}): {summary['status']} "
-            f"in {summary['seconds']:.1f} s\n  {summary['root']}")
+    status, detail = summary["status"], ""
+    verified = summary.get("verified")
+    if status == "already prepared" and verified:
+        status = "already prepared (verified)"
+        detail = (f"; checked {verified['files']:,} files ({verified['bytes'] / 2**20:.1f} MiB): size and SHA-256 "
+                  f"as written")
+    repairs = summary.get("repairs") or []
+    if repairs:
+        status = f"regenerated ({len(repairs)} problem(s) with the earlier generation)"
+    head = (f"{summary['dataset']} (size {summary['size']}, seed {summary['seed']}): {status} "
+            f"in {summary['seconds']:.1f} s{detail}\n  {summary['root']}")
     lines = [head]
+    if repairs:
+        shown = repairs[:20]
+        lines += [f"  problem: {r}" for r in shown]
+        if len(repairs) > len(shown):
+            lines.append(f"  ... and {len(repairs) - len(shown)} more")
+        lines.append(f"  -> regenerated the whole set from seed {summary['seed']} (deterministic: same bytes)")
     for split, st in summary["splits"].items():
         line = (f"  {split}: {st['images']:,} images, {st['persons']:,} persons "
                 f"({st['persons_with_keypoints']:,} with keypoints, {st['zero_keypoint_persons']:,} with none), "

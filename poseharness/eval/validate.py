@@ -4,10 +4,15 @@ pycocotools and xtcocotools assume well-formed input: a result with the wrong ke
 inside ``computeOks`` (or, worse, broadcasts), a result for an unknown image trips a bare ``assert``, a NaN
 coordinate silently turns into OKS 0, a ``category_id`` other than the GT's is silently never scored.
 Each check here raises a :class:`~poseharness.errors.HarnessError` naming the file, the record and the problem.
+A coordinate beyond ±1e6 px is an error too (1e300 overflows the OKS arithmetic into a warning and a score).
+Far more predictions per image than the evaluator keeps, or repeated identical poses, is a
+:class:`ResultsWarning` naming the file and the count, not an error: the evaluator decides what they score
+(only the best ``MAX_DETS`` per image count), but such a file costs minutes and gigabytes to score.
 """
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,7 +23,17 @@ from ..schemas import KeypointSchema
 from .protocols import Protocol
 
 REQUIRED_RESULT_FIELDS = ("image_id", "category_id", "keypoints", "score")
+#: COCOeval's keypoint ``maxDets``: the best-scored predictions per image it keeps.
+MAX_DETS = 20
+#: More predictions than this for one image is warned about (20 × what the evaluator keeps).
+MAX_PREDICTIONS_PER_IMAGE = 20 * MAX_DETS
+#: A coordinate (or box value) beyond ±this many pixels is no image's: an error.
+MAX_COORDINATE = 1e6
 _PLAIN_NUMBERS = frozenset((int, float))
+
+
+class ResultsWarning(UserWarning):
+    """A results file the evaluator will score, but probably not the one meant (see the module doc)."""
 
 
 def _is_int(value: Any) -> bool:
@@ -121,6 +136,18 @@ def validate_results(
             raise HarnessError(
                 f"{where(source, record=f'result {index}')}: {name} holds NaN or infinity "
                 f"({values[index].tolist()!r})")
+    coordinates = keypoints.reshape(n, K, 3)[:, :, :2].reshape(n, 2 * K)
+    for name, values in (("keypoints", coordinates), ("bbox", boxes)):
+        if values is None or not n:
+            continue
+        far = np.abs(values) > MAX_COORDINATE
+        if far.any():
+            index = int(np.argmax(far.any(axis=1)))
+            value = values[index][far[index]][0]
+            raise HarnessError(
+                f"{where(source, record=f'result {index}')}: {name} holds a coordinate of {value:g} px, beyond "
+                f"±{MAX_COORDINATE:g} px (no image is that large; the evaluator's arithmetic would overflow)")
+    _warn_about_counts(records, keypoints, source)
     if boxes is not None and (boxes[:, 2:] < 0).any():
         i = int(np.argmax((boxes[:, 2:] < 0).any(axis=1)))
         raise HarnessError(f"{where(source, record=f'result {i}')}: bbox has a negative width or height")
@@ -139,6 +166,31 @@ def validate_results(
             out["bbox"] = box_lists[i]
         clean.append(out)
     return clean
+
+
+def _warn_about_counts(records: list, keypoints: np.ndarray, source: str) -> None:
+    """A :class:`ResultsWarning` when an image has more than ``MAX_PREDICTIONS_PER_IMAGE`` predictions, or when
+    predictions repeat an identical pose of the same image (both name the file and the count)."""
+    n = len(records)
+    if n < 2:
+        return
+    ids = np.fromiter((r["image_id"] for r in records), dtype=np.int64, count=n)
+    images, counts = np.unique(ids, return_counts=True)
+    over = counts > MAX_PREDICTIONS_PER_IMAGE
+    if over.any():
+        worst = int(np.argmax(counts))
+        warnings.warn(
+            f"{source}: {int(over.sum())} image(s) with more than {MAX_PREDICTIONS_PER_IMAGE} predictions "
+            f"(image {int(images[worst])}: {int(counts[worst])}; {n} predictions for {len(images)} images); "
+            f"the evaluator keeps only the {MAX_DETS} best-scored per image, and scoring the rest costs time and "
+            f"memory", ResultsWarning, stacklevel=3)
+    # Rows (image id, keypoints) as raw bytes: identical rows are identical poses of one image.
+    rows = np.ascontiguousarray(np.concatenate([ids[:, None].astype(np.float64), keypoints], axis=1))
+    distinct = len(np.unique(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()))
+    if distinct < n:
+        warnings.warn(
+            f"{source}: {n - distinct} of {n} predictions repeat an identical pose of the same image "
+            f"(duplicates: each unmatched copy counts as a false positive)", ResultsWarning, stacklevel=3)
 
 
 def validate_ground_truth(data: Any, protocol: Protocol, source: str) -> None:

@@ -1,7 +1,7 @@
 """The paper tables as data: which reproduced figures stand beside which published numbers.
 
 Input is the collected results table (``results.parquet``, one row per (kind, dataset, split, method,
-variant, scale, seed)) and the method specs; output is one :class:`TableView` per (method, paper table),
+variant, scale, seed, subset)) and the method specs; output is one :class:`TableView` per (method, paper table),
 which the Markdown, HTML and plot renderers only lay out. Every decision about what may be compared
 with the paper is taken here, once:
 
@@ -20,6 +20,10 @@ with the paper is taken here, once:
 - The paper's claims about a table (``claims:`` in method.yaml) get a verdict per block, and each block
   the rank agreement (Kendall's τ) of its figures with the published ones. These are about the block's
   own figures, so they are shown on synthetic / tiny blocks too, labelled as such.
+- Only records of the **full split** (``subset == 'full'``) reach a table, its bounds, claims or the speed
+  plot: a ``first-N-images`` record (a ``--limit N`` quick look) is a figure of a few images, not of the
+  split, so it never stands in a table, even when no full record of its key exists (the cell is then
+  "not run"); :func:`left_out` counts such rows so they do not vanish silently.
 - A variant with no record is "not run"; a number is never invented.
 
 Units: records hold metrics as fractions in [0, 1] (COCO's -1 = "no ground truth in this range"); the
@@ -47,6 +51,15 @@ NO_BOUND = "no bound"               # a trained figure with no oracle record of 
 NO_INTERVAL_TEXT = NO_INTERVAL      # a figure whose records give no interval (older records)
 _DEFAULT = object()                 # build_view(bootstrap=...): the real bootstrap module
 SPEED_METRICS = ("ms_per_image", "fps")
+FULL_SUBSET = "full"                # results.parquet ``subset`` of a whole-split record
+
+
+def full_split(df):
+    """The rows of ``df`` scored on the whole split (``subset == 'full'``); all rows when the table has no
+    ``subset`` column (collected before it existed)."""
+    if "subset" not in df.columns:
+        return df
+    return df[df["subset"].fillna(FULL_SUBSET) == FULL_SUBSET]
 
 
 @functools.lru_cache(maxsize=None)
@@ -349,6 +362,7 @@ def build_view(method: MethodSpec, table: TableSpec, df, *, dataset: str | None 
                scale: str | None = None, root=None, bootstrap: Any = _DEFAULT) -> TableView:
     """The :class:`TableView` of ``table`` from the collected results ``df`` (a pandas DataFrame).
 
+    Only full-split rows (:func:`full_split`) are used: a ``first-N-images`` quick look is never tabled.
     ``dataset`` / ``scale`` keep only blocks of that dataset / scale. ``root``: the results store the
     table came from (relative ``matches`` paths are read against it); ``bootstrap``: a
     :class:`~poseharness.report.claims.Bootstrap` (default: the real one, when importable; None: no
@@ -360,6 +374,7 @@ def build_view(method: MethodSpec, table: TableSpec, df, *, dataset: str | None 
         bootstrap = Bootstrap.default()
 
     columns = list(table.columns)
+    df = full_split(df)
     mine = df[(df["method"] == method.name) & (df["split"] == table.split)
               & df["variant"].isin(columns)]
     family_ok = mine["dataset"].map(lambda d: dataset_family(d) == table.dataset).astype(bool)
@@ -459,7 +474,10 @@ def left_out(df, methods: Iterable[MethodSpec]) -> list[tuple[str, int]]:
     reasons: dict[str, int] = {}
     for _, r in df.iterrows():
         spec = methods.get(r["method"])
-        if spec is None:
+        subset = r["subset"] if "subset" in df.columns else FULL_SUBSET
+        if isinstance(subset, str) and subset != FULL_SUBSET:
+            reason = (f"{subset} records (--limit quick looks): only full-split records are tabled")
+        elif spec is None:
             reason = f"method {r['method']!r}: not rendered (no method.yaml, or filtered out)"
         elif r["kind"] == "speed":
             continue                        # speed rows feed the speed plot, not a table
@@ -480,8 +498,10 @@ def speed_points(df, method: MethodSpec, *, dataset: str | None = None,
     """Speed records of ``method`` joined with trained accuracy on the same (variant, dataset, split, scale).
 
     Speed is read from ``ms_per_image``, or ``fps`` (ms = 1000 / fps); seeds are averaged. A speed
-    record with no matching trained accuracy is not plotted (there is no accuracy to place it at).
+    record with no matching trained accuracy is not plotted (there is no accuracy to place it at). Only
+    full-split rows (:func:`full_split`) are used.
     """
+    df = full_split(df)
     rows = df[df["method"] == method.name]
     if dataset is not None:
         rows = rows[rows["dataset"] == dataset]

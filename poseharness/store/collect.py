@@ -1,18 +1,23 @@
 """Fold every record of the store into one table: ``results.parquet`` (tools) and ``results.csv`` (people).
 
-One row per key (kind, dataset, split, method, variant, scale, seed). When a key was run more than
+One row per key (kind, dataset, split, method, variant, scale, seed, subset). ``subset`` is ``full`` for a
+record of the whole split and ``first-N-images`` for a ``--limit N`` quick look: the two are different keys,
+so a quick look gets its own row and never supersedes the full split's. When a key was run more than
 once the newest record wins, by its ``created`` stamp and then by file name; the older files stay on
 disk and are counted as superseded. A file that does not parse or validate is reported with its path
 and reason and left out; a good record is never dropped.
 
 Columns, in order:
 
-- the key: ``kind dataset split method variant scale seed``
+- the key but its ``subset``: ``kind dataset split method variant scale seed``
 - one column per metric under its plain name (``AP``, ``AP .5``, ...; empty where a row lacks it)
 - ``<metric>_lo <metric>_hi`` for every metric, in metric order: its 95 % bootstrap interval over the images
   (the record's ``intervals``; empty where a row has none, e.g. records written before intervals existed)
 - one column per timed stage, ``time/<stage>``, in seconds
-- ``dataset_kind synthetic tiny comparable_to_paper`` (derived labels), ``labels`` (all labels, JSON)
+- ``subset``, the key's last part: ``full`` or ``first-N-images`` (a record written before the field counts as
+  ``full``, or as ``first-N-images`` when its config says ``limit: N``)
+- ``dataset_kind synthetic tiny comparable_to_paper`` (derived labels; ``comparable_to_paper`` is also false
+  for a ``first-N-images`` subset), ``labels`` (all labels, JSON)
 - ``commit dirty describe config_hash hardware`` (one-line summary) ``versions`` (JSON)
 - ``created run_id predictions predictions_sha256 records_for_key record`` (file, relative to root)
   ``schema_version matches`` (the matches file the intervals come from; empty where none)
@@ -32,7 +37,8 @@ from typing import Any
 from ..errors import HarnessError
 from ..io import atomic_path
 from ..provenance import hardware_summary
-from .record import DERIVED_LABELS, INTERVAL_SUFFIXES, KEY_FIELDS, RESERVED_COLUMNS, TIMING_PREFIX, RunRecord
+from .record import (DERIVED_LABELS, FULL_SUBSET, INTERVAL_SUFFIXES, KEY_FIELDS, RESERVED_COLUMNS, TIMING_PREFIX,
+                     RunRecord)
 from .store import iter_record_paths, read_record, record_path, store_root, temp_files
 
 PARQUET_NAME = "results.parquet"
@@ -101,6 +107,8 @@ def _row(record: RunRecord, path: Path, root: Path, count: int) -> dict[str, Any
         row[f"{name}_lo"], row[f"{name}_hi"] = lo, hi
     row.update({f"{TIMING_PREFIX}{stage}": seconds for stage, seconds in record.timings.items()})
     row.update({name: record.labels[name] for name in DERIVED_LABELS})
+    # A quick look (first N images) stands for no published figure, whatever its data and scale.
+    row["comparable_to_paper"] = bool(record.labels["comparable_to_paper"]) and record.full
     predictions = record.predictions or {}
     row.update(
         labels=json.dumps(record.labels, sort_keys=True),
@@ -135,7 +143,8 @@ def _table(rows: list[dict[str, Any]]):
             if name not in target:
                 target.append(name)
     bounds = [f"{m}{suffix}" for m in metric_names for suffix in INTERVAL_SUFFIXES]
-    columns = [*KEY_FIELDS, *metric_names, *bounds, *timing_names, *PROVENANCE_COLUMNS]
+    lead = [name for name in KEY_FIELDS if name != "subset"]
+    columns = [*lead, *metric_names, *bounds, *timing_names, "subset", *PROVENANCE_COLUMNS]
     df = pd.DataFrame(rows, columns=columns)
     df["seed"] = df["seed"].astype("int64")
     df["records_for_key"] = df["records_for_key"].astype("int64")
@@ -181,21 +190,44 @@ def collect(root: str | os.PathLike | None = None) -> CollectReport:
     report.parquet = root / PARQUET_NAME
     report.csv = root / CSV_NAME
     with atomic_path(report.parquet) as tmp:
-        df.to_parquet(tmp, index=False, engine="pyarrow")
+        import pyarrow.lib
+
+        try:
+            df.to_parquet(tmp, index=False, engine="pyarrow")
+        except pyarrow.lib.ArrowException as exc:   # OSErrors (a full disk...) atomic_path names as the table
+            raise HarnessError(f"{report.parquet}: cannot write the results table: "
+                               f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
     with atomic_path(report.csv) as tmp:
         df.to_csv(tmp, index=False)
     return report
 
 
 def load_table(root: str | os.PathLike | None = None):
-    """The collected table (``results.parquet``) as a pandas DataFrame."""
+    """The collected table (``results.parquet``) as a pandas DataFrame.
+
+    A table collected before the ``subset`` column existed gets it as ``full`` (before ``dataset_kind``); run
+    ``poseharness results collect`` again to split out quick looks recorded then."""
     import pandas as pd
 
     path = store_root(root) / PARQUET_NAME
     if not path.is_file():
         raise HarnessError(f"{path}: no results table yet; run `poseharness results collect` first")
     _require_pyarrow()
-    return pd.read_parquet(path, engine="pyarrow")
+    import pyarrow.lib
+
+    try:
+        df = pd.read_parquet(path, engine="pyarrow")
+    except (OSError, pyarrow.lib.ArrowException) as exc:   # pyarrow's messages name a '<Buffer>', not the file
+        if isinstance(exc, OSError) and exc.strerror:
+            raise HarnessError(f"{path}: cannot read the results table: {exc.strerror}") from None
+        detail = " ".join(str(exc).replace("Could not open Parquet input source '<Buffer>': ", "").split())
+        detail = detail.rstrip(".") or type(exc).__name__
+        raise HarnessError(f"{path}: not a readable results table (corrupt or truncated?): {detail}; run "
+                           f"`poseharness results collect` to write it again") from None
+    if "subset" not in df.columns:
+        df.insert(list(df.columns).index("dataset_kind") if "dataset_kind" in df.columns else len(df.columns),
+                  "subset", FULL_SUBSET)
+    return df
 
 
 def metric_columns(df) -> list[str]:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..errors import HarnessError
-from .record import KEY_FIELDS
+from .record import FULL_SUBSET, KEY_FIELDS
 
 
 def _collect(args: argparse.Namespace) -> int:
@@ -30,7 +30,7 @@ def _show(args: argparse.Namespace) -> int:
     from .collect import load_table, metric_columns
 
     df = load_table(args.root)
-    for name in ("kind", "dataset", "split", "method", "variant", "scale"):
+    for name in ("kind", "dataset", "split", "method", "variant", "scale", "subset"):
         wanted = getattr(args, name)
         if wanted is not None:
             df = df[df[name] == wanted]
@@ -44,18 +44,25 @@ def _show(args: argparse.Namespace) -> int:
         if unknown:
             raise HarnessError(f"unknown metric(s) {', '.join(unknown)}; the table has: "
                                f"{', '.join(available) or 'none'}")
-    columns = [*KEY_FIELDS, *metrics, "comparable_to_paper", "commit", "created"]
+    lead = [name for name in KEY_FIELDS if name != "subset"]
+    columns = [*lead, *metrics, "comparable_to_paper", "subset", "commit", "created"]
     if df.empty:
         print("no rows match")
         return 0
     view = df[columns].copy()
     view["commit"] = view["commit"].str.slice(0, 10)
     view = view.rename(columns={"comparable_to_paper": "vs_paper"})
+    partial = view["subset"] != FULL_SUBSET
+    view.loc[partial, "vs_paper"] = False           # a quick look stands for no published figure
+    view["subset"] = view["subset"].where(~partial, "*" + view["subset"])
     with pd.option_context("display.max_rows", None, "display.max_columns", None,
                            "display.width", 250, "display.float_format", "{:.4f}".format):
         print(view.to_string(index=False))
     if not view["vs_paper"].all():
-        print("\nvs_paper=False: synthetic data or a reduced scale; not comparable to published numbers.")
+        print("\nvs_paper=False: synthetic data, a reduced scale or a subset; not comparable to published numbers.")
+    if partial.any():
+        print(f"\n*first-N-images: {int(partial.sum())} row(s) scored only the first N images of the split "
+              "(--limit, a quick look); kept beside the full split's row, never in report tables.")
     return 0
 
 
@@ -70,7 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     collect = verbs.add_parser(
         "collect", help="fold every record into results.parquet and results.csv",
         description="Fold every record into one row per (kind, dataset, split, method, variant, scale, "
-                    "seed); the newest record of a key wins and older files stay on disk. Bad record "
+                    "seed, subset); subset is 'full' or 'first-N-images' (a --limit N quick look, which never "
+                    "supersedes the full split's row); the newest record of a key wins and older files stay on disk. Bad record "
                     "files are listed loudly (stdout, plus a warning on stderr) and left out of the "
                     "table, but the exit status is still 0 so one damaged file does not stop a "
                     "pipeline; check the report.",
@@ -81,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     show = verbs.add_parser("show", help="print the collected table, filtered",
                             description="Print rows of results.parquet (run `collect` first).")
-    for name in ("kind", "dataset", "split", "method", "variant", "scale"):
+    for name in ("kind", "dataset", "split", "method", "variant", "scale", "subset"):
         show.add_argument(f"--{name}", default=None, help=f"only rows with this {name}")
     show.add_argument("--metrics", default=None,
                       help="comma-separated metric columns, e.g. AP,AR (default: all present)")

@@ -1,7 +1,8 @@
 """One run's figures and everything needed to trust them: the :class:`RunRecord`.
 
 A record is the unit of the results store: one JSON file per evaluation of one
-(kind, dataset, split, method, variant, scale, seed). It is validated when it is written AND when
+(kind, dataset, split, method, variant, scale, seed, subset); ``subset`` is ``full`` for the whole split and
+``first-N-images`` for a quick look (``--limit N``), so a quick look never replaces the full split's figure. It is validated when it is written AND when
 it is read back, so a hand-edited or damaged file is caught at the edge with its path and field.
 """
 from __future__ import annotations
@@ -21,7 +22,9 @@ SCHEMA_VERSION = 1
 KINDS = ("trained", "oracle", "speed")
 DATASET_KINDS = ("real", "synthetic")
 PAPER_SCALE = "paper"
-KEY_FIELDS = ("kind", "dataset", "split", "method", "variant", "scale", "seed")
+KEY_FIELDS = ("kind", "dataset", "split", "method", "variant", "scale", "seed", "subset")
+#: ``subset`` of a record scored on the whole split; any other subset is ``first-N-images`` (N >= 1).
+FULL_SUBSET = "full"
 # Labels the record derives itself; validation re-derives them so a record cannot claim otherwise.
 DERIVED_LABELS = ("dataset_kind", "synthetic", "tiny", "comparable_to_paper")
 # Columns of the collected table that are not metrics; a metric may not take one of these names.
@@ -34,11 +37,45 @@ TIMING_PREFIX = "time/"
 # A metric's bootstrap interval becomes the columns <metric>_lo and <metric>_hi; no metric may end so.
 INTERVAL_SUFFIXES = ("_lo", "_hi")
 # Fields added after version 1 was fixed: a record written before them still loads (they are then None).
-OPTIONAL_FIELDS = ("intervals", "matches")
+# ``subset`` missing: the full split, unless the config says ``limit`` (records of before the field).
+OPTIONAL_FIELDS = ("intervals", "matches", "subset")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")   # key parts become directory names
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 _RUN_ID_RE = re.compile(r"[0-9a-f]{32}")
+_SUBSET_RE = re.compile(r"first-([1-9][0-9]*)-images")
+
+
+def check_limit(limit: Any, option: str = "--limit") -> int | None:
+    """``limit`` (how many of a split's first images a run sees) if it is None or an integer >= 1.
+
+    Anything else is a :class:`HarnessError`: a run over no images scores nothing (COCO's -1 for every
+    metric), and a record of it would stand for the split.
+    """
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise HarnessError(f"{option} must be a whole number of images (>= 1), got {limit!r}")
+    if limit < 1:
+        raise HarnessError(f"{option} must be at least 1 (the first N images of the split), got {limit}; "
+                           f"leave it out to run the whole split")
+    return limit
+
+
+def subset_name(limit: int | None) -> str:
+    """The ``subset`` of a run that saw the first ``limit`` images (None: the whole split, ``full``)."""
+    limit = check_limit(limit)
+    return FULL_SUBSET if limit is None else f"first-{limit}-images"
+
+
+def subset_limit(subset: str) -> int | None:
+    """The image count of a ``first-N-images`` subset; None for ``full``. HarnessError for any other text."""
+    if subset == FULL_SUBSET:
+        return None
+    match = _SUBSET_RE.fullmatch(subset) if isinstance(subset, str) else None
+    if match is None:
+        raise HarnessError(f"subset must be {FULL_SUBSET!r} or 'first-N-images' with N >= 1, got {subset!r}")
+    return int(match.group(1))
 
 
 def comparable_to_paper(dataset_kind: str, scale: str) -> bool:
@@ -89,7 +126,9 @@ class RunRecord:
     ``intervals`` metric -> ``[lo, hi]``, its 95 % bootstrap interval over the images (same units as the
     metric; see ``poseharness.eval.bootstrap``), None for records without; ``matches`` the path of the saved
     per-detection matching the intervals come from (``<predictions>.matches.npz``), or None;
-    ``created`` UTC ISO 8601; ``run_id`` 32 hex digits, unique per record.
+    ``created`` UTC ISO 8601; ``run_id`` 32 hex digits, unique per record; ``subset`` which images of the
+    split were scored: ``full`` (all), or ``first-N-images`` (a ``--limit N`` quick look; then the config says
+    ``limit: N``). The subset is part of the key, so a quick look never supersedes a full-split record.
     """
 
     kind: str
@@ -111,6 +150,7 @@ class RunRecord:
     labels: dict[str, Any]
     intervals: dict[str, list[float]] | None = None
     matches: str | None = None
+    subset: str = FULL_SUBSET
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     schema_version: int = SCHEMA_VERSION
 
@@ -120,11 +160,13 @@ class RunRecord:
             dataset_kind: str | None = None, timings: dict[str, float] | None = None,
             predictions: dict[str, str] | None = None, labels: dict[str, Any] | None = None,
             prov: dict[str, Any] | None = None, created: str | None = None,
-            intervals: dict[str, Any] | None = None, matches: str | None = None) -> "RunRecord":
+            intervals: dict[str, Any] | None = None, matches: str | None = None,
+            subset: str = FULL_SUBSET) -> "RunRecord":
         """A validated record stamped now, with provenance of this process and checkout.
 
         ``dataset_kind`` ('real' | 'synthetic') defaults to the kind in the dataset's manifest;
-        ``labels`` adds free labels to the derived ones; ``intervals`` / ``matches`` as in the class doc;
+        ``labels`` adds free labels to the derived ones; ``intervals`` / ``matches`` / ``subset`` as in the
+        class doc (:func:`subset_name` makes a subset of a ``--limit``);
         ``prov`` (from :func:`provenance`) lets a job capture the code state when it starts rather than
         when it finishes.
         """
@@ -147,14 +189,22 @@ class RunRecord:
             intervals=None if intervals is None else {
                 k: list(v) if isinstance(v, (list, tuple)) else v for k, v in intervals.items()},
             matches=None if matches is None else str(matches),
+            subset=subset,
         )
         record.validate()
         return record
 
     @property
     def key(self) -> tuple:
-        """``(kind, dataset, split, method, variant, scale, seed)``: what a newer record replaces."""
+        """``(kind, dataset, split, method, variant, scale, seed, subset)``: what a newer record replaces.
+
+        A ``first-N-images`` record and a ``full`` one of the same run are two keys: neither replaces the other."""
         return tuple(getattr(self, name) for name in KEY_FIELDS)
+
+    @property
+    def full(self) -> bool:
+        """Whether the record scored the whole split (``subset == 'full'``)."""
+        return self.subset == FULL_SUBSET
 
     @property
     def created_at(self) -> datetime:
@@ -174,7 +224,10 @@ class RunRecord:
         problems = [(n, "unknown field") for n in unknown] + [(n, "missing") for n in missing]
         if problems:
             raise HarnessError(_format(source, problems))
-        record = cls(**{n: raw[n] for n in names if n in raw})
+        values = {n: raw[n] for n in names if n in raw}
+        if "subset" not in raw:
+            values["subset"] = _legacy_subset(raw.get("config"))
+        record = cls(**values)
         record.validate(source)
         return record
 
@@ -184,6 +237,29 @@ class RunRecord:
         if problems:
             raise HarnessError(_format(source, problems))
         return self
+
+
+def _legacy_subset(config: Any) -> Any:
+    """The subset of a record written before the field: ``first-N-images`` when its config says ``limit: N``
+    (how ``--limit`` was recorded then), else ``full``. A ``limit`` below 1 gives a subset that fails
+    validation: such a record scored no image and is left out of the table as bad."""
+    limit = config.get("limit") if isinstance(config, dict) else None
+    if limit is None:
+        return FULL_SUBSET
+    return f"first-{limit}-images"
+
+
+def _check_subset(r: RunRecord, problems: list) -> None:
+    """``subset``: ``full`` or ``first-N-images`` (N >= 1), and ``first-N-images`` exactly when config says limit N."""
+    try:
+        limit = subset_limit(r.subset)
+    except HarnessError as exc:
+        problems.append(("subset", str(exc)))
+        return
+    said = r.config.get("limit") if isinstance(r.config, dict) else None
+    if said != limit:
+        problems.append(("subset", f"{r.subset!r} disagrees with config.limit ({said!r}); a run over the first N "
+                                   f"images is 'first-N-images' with limit N, the whole split 'full' with no limit"))
 
 
 def _format(source: Any, problems: list[tuple[str, str]]) -> str:
@@ -253,6 +329,7 @@ def _problems(r: RunRecord) -> list[tuple[str, str]]:
                 p.append((f"metrics.{name}", "name is reserved for a column of the results table"))
     _check_number_map("timings", r.timings, p, nonnegative=True)
     _check_intervals(r, p)
+    _check_subset(r, p)
     if r.matches is not None and (not isinstance(r.matches, str) or not r.matches):
         p.append(("matches", f"must be null or the path of the matches file, got {r.matches!r}"))
 

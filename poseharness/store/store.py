@@ -58,12 +58,66 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+#: Where a record goes when the store cannot take it: ``<system temp dir>/<this>/records/...`` (the store's own
+#: layout, so copying this folder's ``records`` into the store files it where it belongs).
+FALLBACK_DIR = "poseharness-unsaved-records"
+
+
+class RecordNotWritten(HarnessError):
+    """The store could not take a record (an OSError), after its run had been evaluated.
+
+    The metrics are not lost: the message holds them in full (JSON), and the whole record was written to
+    ``fallback`` (``None`` when that failed too; the message then holds the whole record).
+    Attributes: ``target`` (where it belonged), ``error`` (the OSError), ``fallback``, ``text`` (the record).
+    """
+
+    def __init__(self, target: Path, error: OSError, text: str, metrics: dict, fallback: Path | None,
+                 fallback_error: OSError | None = None):
+        self.target, self.error, self.text, self.fallback = target, error, text, fallback
+        failed = error.filename if isinstance(error.filename, (str, bytes, os.PathLike)) else None
+        failed = os.fsdecode(failed) if failed is not None else str(target)
+        reason = error.strerror or str(error) or type(error).__name__
+        head = (f"{target}: {reason} (writing the run record)" if failed == str(target) else
+                f"{failed}: {reason} (writing the run record {target})")
+        lines = [head]
+        if fallback is not None:
+            lines.append(f"the whole record was saved instead to {fallback}; move it to {target} once that "
+                         f"is fixed")
+        else:
+            why = (f"{fallback_error.filename}: {fallback_error.strerror or fallback_error}"
+                   if fallback_error is not None else "no fallback folder")
+            lines.append(f"it could not be saved to a fallback file either ({why}); the whole record follows:")
+            lines.append(text.rstrip("\n"))
+        lines.append("its metrics (JSON): " + json.dumps(metrics, allow_nan=False))
+        super().__init__("\n".join(lines))
+
+
+def fallback_root() -> Path:
+    """The store root records go to when the results folder cannot take them (see :class:`RecordNotWritten`)."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / FALLBACK_DIR
+
+
 def write_record(record: RunRecord, root: str | os.PathLike | None = None) -> Path:
-    """Validate ``record`` and write it atomically as a new file; returns its path."""
+    """Validate ``record`` and write it atomically as a new file; returns its path.
+
+    When the store cannot take it (any OSError: a read-only folder, a full disk, a path below a file), the record
+    is written under :func:`fallback_root` instead and :class:`RecordNotWritten` is raised: its message names the
+    file and the problem, where the record went, and holds the metrics in full.
+    """
     record.validate(source=f"record {record.run_id} (before writing)")
     target = record_path(root, record)
     text = json.dumps(record.to_dict(), indent=1, allow_nan=False) + "\n"
-    write_text_atomic(target, text)
+    try:
+        write_text_atomic(target, text)
+    except OSError as exc:
+        fallback, fallback_error = record_path(fallback_root(), record), None
+        try:
+            write_text_atomic(fallback, text)
+        except OSError as second:
+            fallback, fallback_error = None, second
+        raise RecordNotWritten(target, exc, text, record.metrics, fallback, fallback_error) from exc
     _fsync_dir(target.parent)
     return target
 

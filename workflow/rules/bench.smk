@@ -16,7 +16,7 @@ rule bench_evaluate:
     threads: config["threads"]["bench"]
     shell:
         "poseharness bench evaluate --dataset {wildcards.dataset} --split {wildcards.split} {params.data} "
-        "--out {output} > {log} 2>&1"
+        "--out {output:q} > {log:q} 2>&1"
 
 
 # Benches of a method's own code, declared in its method.yaml (`benches:`): `poseharness bench <name>`, which
@@ -34,7 +34,7 @@ for _bench in BENCHES:
             bench=_bench,
         threads: config["threads"]["bench"]
         shell:
-            "poseharness bench {params.bench} --threads {threads} --out {output} > {log} 2>&1"
+            "poseharness bench {params.bench} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule bench_oracle:
@@ -51,7 +51,7 @@ rule bench_oracle:
     shell:
         "poseharness bench oracle --method {wildcards.method} --dataset {wildcards.dataset} "
         "--variant {wildcards.variant} --scale {wildcards.scale} {params.data} --threads {threads} --quiet "
-        "--out {output} > {log} 2>&1"
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule bench_train:
@@ -69,7 +69,7 @@ rule bench_train:
         gpu=lambda w: 1 if w.scale == "paper" else 0,
     shell:
         "poseharness bench train --method {wildcards.method} --training {wildcards.training} "
-        "--dataset {wildcards.dataset} --scale {wildcards.scale} {params.data} --out {output} > {log} 2>&1"
+        "--dataset {wildcards.dataset} --scale {wildcards.scale} {params.data} --out {output:q} > {log:q} 2>&1"
 
 
 rule:

@@ -26,7 +26,7 @@ for _name in USED_DATASETS:
                 # generator settings re-runs this job (Snakemake's params trigger), which regenerates the set.
                 settings=harness(wf.generator_hash, config, _name),
             shell:
-                "poseharness data prepare {params.name} {params.data} --jobs {threads} --quiet > {log} 2>&1"
+                "poseharness data prepare {params.name} {params.data} --jobs {threads} --quiet > {log:q} 2>&1"
 
     else:
         _before = []
@@ -47,6 +47,6 @@ for _name in USED_DATASETS:
                     name=_name,
                     split=_split,
                 shell:
-                    "poseharness data prepare {params.name} --split {params.split} --quiet > {log} 2>&1"
+                    "poseharness data prepare {params.name} --split {params.split} --quiet > {log:q} 2>&1"
 
             _before = [prepared(_name, _split)]

@@ -17,4 +17,4 @@ for _method, _table in TABLES:
         log:
             f"{LOGS}/collect/{_method}-{_table}.log",
         shell:
-            "poseharness results collect > {output} 2> {log}"
+            "poseharness results collect > {output:q} 2> {log:q}"

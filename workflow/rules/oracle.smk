@@ -23,5 +23,5 @@ rule oracle:
     threads: config["threads"]["oracle"]
     shell:
         "poseharness oracle --method {wildcards.method} --dataset {wildcards.dataset} --split {wildcards.split} "
-        "--scale {wildcards.scale} {params.variants} {params.data} --threads {threads} --summary {output} --quiet "
-        "> {log} 2>&1"
+        "--scale {wildcards.scale} {params.variants} {params.data} --threads {threads} --summary {output:q} --quiet "
+        "> {log:q} 2>&1"

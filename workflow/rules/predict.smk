@@ -23,6 +23,6 @@ rule predict:
     resources:
         gpu=lambda w: gpus("predict", w.scale),
     shell:
-        "poseharness predict --checkpoint {input.checkpoint} --variant {wildcards.variant} "
-        "--dataset {wildcards.dataset} --split {wildcards.split} --workers {params.workers} --out {output} "
-        "--quiet > {log} 2>&1"
+        "poseharness predict --checkpoint {input.checkpoint:q} --variant {wildcards.variant} "
+        "--dataset {wildcards.dataset} --split {wildcards.split} --workers {params.workers} --out {output:q} "
+        "--quiet > {log:q} 2>&1"

@@ -24,7 +24,7 @@ for _method, _table in TABLES:
         log:
             f"{LOGS}/report/{_method}-{_table}.log",
         shell:
-            "poseharness report > {log} 2>&1"
+            "poseharness report > {log:q} 2>&1"
 
 
 rule report:

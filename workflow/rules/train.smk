@@ -7,6 +7,8 @@
 # declared: an interrupted job leaves last.pt in the run directory and the rerun resumes from it. A training
 # whose method.yaml entry says `init: {from: T}` starts from T's final.pt (same dataset, scale, seed): an input.
 
+import shlex
+
 
 rule train:
     input:
@@ -22,11 +24,12 @@ rule train:
         steps=f"--steps {config['steps']}" if config["steps"] else "",
         launcher=train_launcher,
         run_dir=lambda w, output: os.path.dirname(output[0]),
-        init=lambda w, input: f"--init-checkpoint {input.init}" if input.init else "",
+        # Quoted here, not with `:q` in the command: the flag and its path are one params value.
+        init=lambda w, input: f"--init-checkpoint {shlex.quote(str(input.init))}" if input.init else "",
     threads: lambda w: per_scale("train", w.scale)
     resources:
         gpu=lambda w: gpus("train", w.scale),
     shell:
         "{params.launcher} train --method {wildcards.method} --training {wildcards.training} "
         "--dataset {wildcards.dataset} --scale {wildcards.scale} --seed {wildcards.seed} {params.data} "
-        "{params.steps} {params.init} --out {params.run_dir} --quiet > {log} 2>&1"
+        "{params.steps} {params.init} --out {params.run_dir:q} --quiet > {log:q} 2>&1"
