@@ -64,7 +64,7 @@ OPTIONAL_FIELDS = {"init": dict}
 def checkpoints_dir() -> Path:
     """Root of the default run directories: ``$POSEHARNESS_CHECKPOINTS`` or ``<project root>/checkpoints``."""
     env = os.environ.get("POSEHARNESS_CHECKPOINTS")
-    return Path(env).resolve() if env else paths.project_root() / "checkpoints"
+    return paths.env_dir("POSEHARNESS_CHECKPOINTS", env) if env else paths.project_root() / "checkpoints"
 
 
 def run_dir(method: str, dataset: str, training: str, scale: str, seed: int, root: Path | None = None) -> Path:

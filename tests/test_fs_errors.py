@@ -159,6 +159,11 @@ def test_results_dir_pointing_at_a_file_raises_for_library_callers_too(tmp_path,
         paths.results_dir()
     monkeypatch.setenv("POSEHARNESS_RESULTS", str(tmp_path / "new" / "results"))   # not there yet: fine
     assert paths.results_dir() == (tmp_path / "new" / "results").resolve()
+    from poseharness.checkpoint import checkpoints_dir
+
+    monkeypatch.setenv("POSEHARNESS_CHECKPOINTS", str(tmp_path / "f" / "runs"))
+    with pytest.raises(HarnessError, match="POSEHARNESS_CHECKPOINTS=.*is a file"):
+        checkpoints_dir()
 
 
 def test_corrupt_results_parquet_is_one_message_naming_it(store, capsys):
