@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision
 
 from poseharness.schemas import get_schema
