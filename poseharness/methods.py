@@ -65,6 +65,34 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class PlotSpec:
+    """How a table that is a sweep is drawn (``plot:`` in method.yaml): ``x`` and ``series`` are dotted paths
+    into each column's resolved variant config (:meth:`MethodSpec.variant_config`); one line per ``series``
+    value, ``x`` sorted, one panel per metric of ``metrics``. A column whose ``x`` is null (e.g. no NMS) is a
+    horizontal reference line. ``series`` None: one line."""
+
+    x: str
+    series: str | None
+    metrics: tuple[str, ...]
+
+
+def config_path(cfg: Any, path: str) -> Any:
+    """The value at dotted ``path`` (``'decode.nms.threshold'``) in a resolved config; :class:`KeyError` with
+    what is missing when it does not resolve (a null value resolves: it is the value)."""
+    value, walked = cfg, []
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            where = ".".join(walked)
+            raise KeyError(f"{where} is {type(value).__name__} {value!r}, not a mapping")
+        if key not in value:
+            where = ".".join(walked) or "the config"
+            raise KeyError(f"no key {key!r} in {where} (keys: {', '.join(map(str, value)) or 'none'})")
+        value = value[key]
+        walked.append(key)
+    return value
+
+
+@dataclass(frozen=True)
 class TableSpec:
     name: str
     caption: str
@@ -77,6 +105,7 @@ class TableSpec:
     cited: dict[str, dict[str, float | None]] = field(default_factory=dict)
     notes: str = ""
     claims: tuple[Claim, ...] = ()
+    plot: PlotSpec | None = None  # a sweep: drawn as lines (x, one per series) instead of bars
 
 
 @dataclass(frozen=True)
@@ -151,7 +180,8 @@ class MethodSpec:
                 name=name, caption=t["caption"], kind=t.get("kind", "trained"), dataset=t["dataset"],
                 split=t.get("split", "val"), metrics=metrics, columns=tuple(t.get("columns", t["paper"])),
                 paper=norm(t["paper"]), cited=norm(t.get("cited", {})), notes=t.get("notes", ""),
-                claims=tuple(_claim(c, metrics) for c in t.get("claims", ())))
+                claims=tuple(_claim(c, metrics) for c in t.get("claims", ())),
+                plot=_plot(t["plot"], metrics) if "plot" in t else None)
         return out
 
     @functools.cached_property
@@ -182,6 +212,51 @@ def _claim(raw: dict, metrics: tuple[str, ...]) -> Claim:
                      margin=float(raw["margin"]))
     return Claim(kind="better", a=raw["better"], b=raw["worse"], metric=raw.get("metric", metrics[0]),
                  says=raw["says"])
+
+
+def _plot(raw: dict, metrics: tuple[str, ...]) -> PlotSpec:
+    """A validated ``plot:`` entry (see :func:`_check_plot`) as a :class:`PlotSpec`."""
+    return PlotSpec(x=raw["x"], series=raw.get("series"), metrics=tuple(raw.get("metrics", metrics)))
+
+
+def _check_plot(source: Path, tname: str, table: dict, spec: "MethodSpec") -> None:
+    """What the schema cannot say about a table's ``plot:``: its metrics are the table's, and its ``x`` and
+    ``series`` paths resolve in every column's variant config at every scale (``x`` to a number or null,
+    ``series`` to a scalar), with at least one numeric ``x``. Each error names the file, the table and the key."""
+    plot = table.get("plot")
+    if plot is None:
+        return
+    where = f"{source}: field tables.{tname}.plot"
+    metrics = list(table["metrics"])
+    for i, metric in enumerate(plot.get("metrics", [])):
+        if metric not in metrics:
+            raise HarnessError(f"{where}.metrics[{i}]: {metric!r} is not a metric of table {tname} "
+                               f"(metrics: {', '.join(metrics)})")
+    columns = list(table.get("columns", table["paper"]))
+    if not columns:
+        raise HarnessError(f"{where}: table {tname} has no columns to plot")
+    numeric = False
+    for scale in spec.scales:
+        for variant in columns:
+            cfg = spec.variant_config(variant, scale)
+            for key in ("x", "series"):
+                if key not in plot:
+                    continue
+                try:
+                    value = config_path(cfg, plot[key])
+                except KeyError as exc:
+                    raise HarnessError(f"{where}.{key}: path {plot[key]!r} does not resolve for column "
+                                       f"{variant!r} at scale {scale!r}: {exc.args[0]}") from None
+                if key == "x" and value is not None and (
+                        isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise HarnessError(f"{where}.x: {plot['x']!r} of column {variant!r} at scale {scale!r} is "
+                                       f"{value!r}: x must be a number (or null, for a reference line)")
+                if key == "series" and isinstance(value, (dict, list)):
+                    raise HarnessError(f"{where}.series: {plot['series']!r} of column {variant!r} at scale "
+                                       f"{scale!r} is a {type(value).__name__}, not a single value")
+                numeric = numeric or (key == "x" and value is not None)
+    if not numeric:
+        raise HarnessError(f"{where}.x: {plot['x']!r} is null in every column of table {tname}: nothing to plot")
 
 
 def _check_claims(source: Path, tname: str, table: dict) -> None:
@@ -247,6 +322,8 @@ def parse_method(raw: Any, source: Path) -> MethodSpec:
     spec = MethodSpec(name=raw["name"], directory=source.parent, paradigm=raw["paradigm"], raw=raw)
     check_declared(raw, source, source.parent, lambda kind, name, scale: (
         spec.training_config(name, scale) if kind == "trainings" else spec.variant_config(name, scale)))
+    for tname, t in raw["tables"].items():
+        _check_plot(source, tname, t, spec)
     return spec
 
 

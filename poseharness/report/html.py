@@ -259,7 +259,20 @@ def table_page(view: TableView, *, figure: str | None, markdown: str, generated:
                 "“share of bound”: reproduced / bound. "
                 "Hover a figure for its provenance (commit, date, hardware, seed, config hash).</p>")
     links = [f'<a href="{escape(markdown)}">Markdown</a>']
-    if figure:
+    if figure and t.plot is not None:
+        # A sweep: the figure is the curve (plots.sweep_figure), as the paper draws it.
+        plot = t.plot
+        per = f", one line per <code>{escape(plot.series)}</code>" if plot.series else ""
+        body.append(f'<figure class="sweep" data-x="{escape(plot.x)}" data-series="{escape(plot.series or "")}" '
+                    f'data-metrics="{escape(" ".join(plot.metrics))}"><img src="{escape(figure)}.svg" '
+                    f'alt="{escape(t.name)}: {escape(", ".join(plot.metrics))} against {escape(plot.x)}">'
+                    f'<figcaption class="muted">Reproduced {escape(", ".join(plot.metrics))} (%) against '
+                    f"<code>{escape(plot.x)}</code>{per} and dataset/scale; dashed: the columns with no "
+                    f"<code>{escape(plot.x)}</code> (reference lines); error bars: 95 % interval over seeds and "
+                    "images, where the records give one; dotted: published, where the paper prints numbers."
+                    "</figcaption></figure>")
+        links += [f'<a href="{escape(figure)}.png">PNG</a>', f'<a href="{escape(figure)}.svg">SVG</a>']
+    elif figure:
         body.append(f'<figure><img src="{escape(figure)}.svg" alt="{escape(t.name)}: reproduced vs '
                     f'published"><figcaption class="muted">Reproduced (per dataset and scale) vs '
                     f"published.</figcaption></figure>")

@@ -4,6 +4,10 @@
   (dataset, scale) block, each reproduced bar with its 95 % interval as an error bar (where the records
   give one); figures not comparable to the paper are grey and hatched. In a trained table, the oracle
   bound of the same variant stands beside each reproduced bar as an unfilled, dashed bar.
+- :func:`sweep_figure`: a table that is a sweep (``plot:`` in method.yaml), drawn by :func:`table_figure` in
+  place of the bars: the metric against ``x``, one line per ``series`` value per (dataset, scale) block, each
+  point's 95 % interval as an error bar, and every column with no ``x`` (e.g. no NMS) as a dashed horizontal
+  reference line labelled with the column's label; published points, where the paper gives numbers, dotted.
 - :func:`speed_figure`: ms per image against accuracy, once ``speed`` records exist.
 - :func:`curve_figure`: learning curves (``poseharness bench curve``), AP against optimiser steps and CPU-minutes.
 All are saved as PNG and SVG by :func:`save_figure`, atomically and reproducibly (no dates, fixed ids).
@@ -20,6 +24,10 @@ PUBLISHED = "#1f4e79"
 COMPARABLE = ["#e07b00", "#c0392b", "#8e44ad"]
 NOT_COMPARABLE = ["#a9adb3", "#c9ccd1", "#8d9096"]
 HATCHES = ["//", "\\\\", "xx", ".."]
+SERIES = ["#e07b00", "#2a9d8f", "#c0392b", "#8e44ad", "#6b8e23", "#d4a017", "#17becf"]
+REFERENCE = ["#555555", "#8d9096", "#2f3b52"]
+MARKERS = ["o", "s", "^", "D"]
+INTERVAL_LABEL = "95 % interval (seeds × images)"
 
 
 def _figure(width: float, height: float):
@@ -41,8 +49,11 @@ def _series_style(block: Block, i_cmp: int, i_nc: int) -> dict:
 def table_figure(view: TableView):
     """Bars for one paper table, one subplot per metric; None when the table has no row at all.
 
-    x: the table's variant rows then its cited rows; y: the metric in percent (0-100).
+    x: the table's variant rows then its cited rows; y: the metric in percent (0-100). A table that is a
+    sweep (``plot:``) is drawn by :func:`sweep_figure` instead.
     """
+    if view.table.plot is not None:
+        return sweep_figure(view)
     variant_rows = list(view.blocks[0].rows)
     labels = [r.label for r in variant_rows] + [f"{r.label} (cited)" for r in view.cited]
     if not labels:
@@ -115,6 +126,108 @@ def table_figure(view: TableView):
     not_run = "" if blocks else " — not run yet"
     title = f"{view.method} {view.table.name}: {view.table.caption}{not_run}"
     fig.suptitle(textwrap.fill(title, width=int(width * 11)), fontsize=10)
+    return fig
+
+
+def _series_text(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _sweep_lines(view: TableView, rows, coords: dict, metric: str, published: bool = False):
+    """``(lines, references)`` of one block's ``rows`` (or, with ``published``, of the paper's figures):
+    lines: series value -> [(x, value, Measured | None)] sorted by x; references: [(row, value, Measured | None)]
+    for the columns whose x is null. Figures that are not :data:`OK` (not run, ...) are left out."""
+    lines: dict = {}
+    references = []
+    for row in rows:
+        if row.cited or row.variant not in coords:
+            continue
+        x, series = coords[row.variant]
+        if published:
+            m, value = None, row.published.get(metric)
+        else:
+            m = row.reproduced.get(metric)
+            value = m.percent if m is not None and m.status == OK else None
+        if value is None:
+            continue
+        if x is None:
+            references.append((row, value, m))
+        else:
+            lines.setdefault(series, []).append((float(x), value, m))
+    for points in lines.values():
+        points.sort(key=lambda p: p[0])
+    return lines, references
+
+
+def sweep_figure(view: TableView):
+    """A table that is a sweep: one panel per plotted metric, the metric (%) against ``plot.x``; one line per
+    ``plot.series`` value and (dataset, scale) block, each point with its 95 % interval as an error bar where
+    the records give one; each column whose x is null a dashed horizontal line (its interval a light band),
+    labelled with the column's label. Blocks not comparable to the paper say so in the title (and, when
+    there are several blocks, in the legend)."""
+    plot = view.table.plot
+    blocks = [b for b in view.blocks if not b.empty]
+    multi = len(blocks) > 1
+    # Series in column order, so colours follow the table.
+    order: list = []
+    for coords in view.sweep.values():
+        for variant in view.table.columns:
+            if variant in coords and coords[variant][0] is not None and coords[variant][1] not in order:
+                order.append(coords[variant][1])
+    colour = {v: SERIES[i % len(SERIES)] for i, v in enumerate(order)}
+    paper_coords = view.sweep.get("paper") or next(iter(view.sweep.values()), {})
+    xs_all = sorted({float(x) for coords in view.sweep.values() for x, _ in coords.values() if x is not None})
+    fig = _figure(min(18.0, max(6.4, 4.8 * len(plot.metrics) + 1.0)), 4.8)
+    axes = fig.subplots(1, len(plot.metrics), squeeze=False)[0]
+    for i_ax, (ax, metric) in enumerate(zip(axes, plot.metrics)):
+        interval_labelled = i_ax > 0             # the legend is taken from the first panel only
+        n_ref = 0
+        for i_block, block in enumerate(blocks):
+            tag = (f" · {block.dataset}/{block.scale}" + ("" if block.comparable else " — not comparable")
+                   if multi else "")
+            marker = MARKERS[i_block % len(MARKERS)]
+            lines, references = _sweep_lines(view, block.rows, view.sweep.get(block.scale, {}), metric)
+            for series in order:
+                points = lines.get(series, [])
+                ax.plot([x for x, _, _ in points], [v for _, v, _ in points], marker=marker, markersize=4,
+                        linewidth=1.4, color=colour[series], label=f"{_series_text(series)}{tag}", zorder=3)
+                ex = [(x, v, m) for x, v, m in points if m is not None and m.has_interval]
+                if ex:
+                    ax.errorbar([x for x, _, _ in ex], [v for _, v, _ in ex],
+                                yerr=[[max(0.0, v - m.lo) for _, v, m in ex], [max(0.0, m.hi - v) for _, v, m in ex]],
+                                fmt="none", ecolor=colour[series], elinewidth=0.9, capsize=2.5, zorder=4,
+                                label=None if interval_labelled else INTERVAL_LABEL)
+                    interval_labelled = True
+            for row, value, m in references:
+                ref = REFERENCE[n_ref % len(REFERENCE)]
+                n_ref += 1
+                ax.axhline(value, linestyle="--", linewidth=1.2, color=ref, label=f"{row.label}{tag}", zorder=2)
+                if m is not None and m.has_interval:
+                    ax.axhspan(m.lo, m.hi, color=ref, alpha=0.12, linewidth=0, zorder=1)
+        # What the paper printed, where it printed numbers: dotted, hollow markers.
+        lines, references = _sweep_lines(view, view.blocks[0].rows, paper_coords, metric, published=True)
+        for series in order:
+            points = lines.get(series, [])
+            if points:
+                ax.plot([x for x, _, _ in points], [v for _, v, _ in points], linestyle=":", marker="o",
+                        markersize=4, markerfacecolor="none", color=PUBLISHED,
+                        label=f"published (paper): {_series_text(series)}", zorder=3)
+        for row, value, _ in references:
+            ax.axhline(value, linestyle=":", linewidth=1.2, color=PUBLISHED, label=f"published (paper): {row.label}")
+        if 0 < len(xs_all) <= 12:
+            ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all], fontsize=8)
+        ax.set_xlabel(plot.x)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(color="#e4e7ec", linewidth=0.6)
+        ax.set_axisbelow(True)
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)), fontsize=7,
+                   frameon=False, title=plot.series, title_fontsize=7)
+    not_run = "" if blocks else " — not run yet"
+    title = textwrap.fill(f"{view.method} {view.table.name}: {view.table.caption}{not_run}", width=90)
+    banners = [f"{b.dataset}/{b.scale}: {b.banner}" for b in blocks if b.banner]
+    fig.suptitle("\n".join([title, *banners]), fontsize=10)
     return fig
 
 

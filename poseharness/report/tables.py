@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..errors import HarnessError
-from ..methods import MethodSpec, TableSpec
+from ..methods import MethodSpec, TableSpec, config_path
 from .claims import (NO_INTERVAL, Bootstrap, ClaimResult, RankAgreement, block_claim, column_interval,
                      rank_agreement)
 
@@ -272,6 +272,8 @@ class TableView:
     table: TableSpec
     blocks: tuple[Block, ...]
     cited: tuple[Row, ...]
+    # A plotted table (``plot:``): scale -> variant -> (x, series value) from the columns' configs.
+    sweep: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -295,6 +297,19 @@ class SpeedPoint:
     ms_per_image: float
     accuracy: float
     metric: str
+
+
+def sweep_coordinates(method: MethodSpec, table: TableSpec, scale: str) -> dict[str, tuple[Any, Any]]:
+    """variant -> (x, series value) of a plotted table's columns at ``scale`` ({} when the table has no
+    ``plot:``); the paths were checked to resolve when method.yaml was loaded."""
+    plot = table.plot
+    if plot is None:
+        return {}
+    out = {}
+    for variant in table.columns:
+        cfg = method.variant_config(variant, scale)
+        out[variant] = (config_path(cfg, plot.x), None if plot.series is None else config_path(cfg, plot.series))
+    return out
 
 
 def variant_label(method: MethodSpec, variant: str) -> str:
@@ -427,9 +442,15 @@ def build_view(method: MethodSpec, table: TableSpec, df, *, dataset: str | None 
     cited = tuple(Row(label=label, variant=None, published=_published(table, values))
                   for label, values in table.cited.items())
     paper = method.raw.get("paper", {})
+    sweep = {}
+    if table.plot is not None:
+        # Each block at its own scale; the published figures at the paper's.
+        for sc in [b.scale for b in blocks if b.scale is not None] + [PAPER_SCALE]:
+            if sc in method.scales and sc not in sweep:
+                sweep[sc] = sweep_coordinates(method, table, sc)
     return TableView(method=method.name, method_title=str(paper.get("title", method.name)),
                      paper_url=paper.get("url"), paper_venue=str(paper.get("venue", "")),
-                     table=table, blocks=tuple(blocks), cited=cited)
+                     table=table, blocks=tuple(blocks), cited=cited, sweep=sweep)
 
 
 def _block_claims(table: TableSpec, here, rows: list[Row], root, bootstrap
