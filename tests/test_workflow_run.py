@@ -44,7 +44,10 @@ def test_interrupted_dag_completes_only_what_is_missing(tmp_path):
         first = subprocess.Popen(
             [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(work),
              "--workflow-profile", "none", "--cores", "1", "reproduce-all", "--config", *CONFIG],
-            env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+            env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+            # As in a terminal: a test run started in the background (`cmd &`, nohup, some CI runners) has
+            # SIGINT ignored, and an ignored signal is inherited, so Snakemake would never see the Ctrl-C.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         # Ctrl-C once the first model is trained and Snakemake has started the next job (a new job log
         # appears: with one core, jobs run one after the other, and a job starts only after the previous one
         # is recorded as finished). Watched on the file system: Snakemake's own output is block-buffered.
