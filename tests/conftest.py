@@ -7,14 +7,14 @@ from poseharness.data import synthetic
 from poseharness.data.manifest import load_manifest
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """A tiny synthetic-coco generated once per test module (POSEHARNESS_DATA restored afterwards)."""
-    root = tmp_path_factory.mktemp("data")
+def tiny_synthetic(tmp_path_factory, manifest: str):
+    """A folder holding the tiny size of synthetic set ``manifest``, generated there (POSEHARNESS_DATA restored
+    afterwards)."""
+    root = tmp_path_factory.mktemp(manifest)
     old = os.environ.get("POSEHARNESS_DATA")
     os.environ["POSEHARNESS_DATA"] = str(root)
     try:
-        synthetic.generate(load_manifest("synthetic-coco"), size="tiny", jobs=1, progress=False)
+        synthetic.generate(load_manifest(manifest), size="tiny", jobs=1, progress=False)
     finally:
         if old is None:
             del os.environ["POSEHARNESS_DATA"]
@@ -23,10 +23,21 @@ def data_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def env(data_root, tmp_path, monkeypatch):
-    """The tiny data, and this test's own results and checkpoints folders."""
+def use_store(monkeypatch, data_root, tmp_path):
+    """Data from ``data_root``; this test's own results and checkpoints folders under ``tmp_path``."""
     monkeypatch.setenv("POSEHARNESS_DATA", str(data_root))
     monkeypatch.setenv("POSEHARNESS_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("POSEHARNESS_CHECKPOINTS", str(tmp_path / "checkpoints"))
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A tiny synthetic-coco generated once per test module."""
+    return tiny_synthetic(tmp_path_factory, "synthetic-coco")
+
+
+@pytest.fixture
+def env(data_root, tmp_path, monkeypatch):
+    """The tiny data, and this test's own results and checkpoints folders."""
+    return use_store(monkeypatch, data_root, tmp_path)

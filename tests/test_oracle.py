@@ -84,7 +84,6 @@ def load_method_manifest():
     return load_manifest("synthetic-coco")
 
 
-@pytest.mark.skipif(not COCO_SAMPLE.exists(), reason="real annotation samples not in ../shared")
 def test_oracle_on_real_coco_sample(store):
     place("coco", "val", COCO_SAMPLE)
     gog = load_method("gog")

@@ -1,14 +1,13 @@
 """PoseDet's ground-truth side: the 15th CrowdPose point, the coarse assignment, decode(encode(ground truth)) as
 the oracle on synthetic CrowdPose (with and without the pose NMS), Figure 3's ground-truth candidates, and a short
 train + predict through the pipeline."""
-import os
 
 import numpy as np
 import pytest
+from conftest import tiny_synthetic, use_store
 import torch
 
 from poseharness.contract import method_module, method_submodule, resolve_method
-from poseharness.data import synthetic
 from poseharness.data.manifest import load_manifest
 from poseharness.data.sample import Sample
 from poseharness.oracle import run_oracle
@@ -21,25 +20,12 @@ def spec():
 
 @pytest.fixture(scope="module")
 def crowd_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("crowd")
-    old = os.environ.get("POSEHARNESS_DATA")
-    os.environ["POSEHARNESS_DATA"] = str(root)
-    try:
-        synthetic.generate(load_manifest("synthetic-crowdpose"), size="tiny", jobs=1, progress=False)
-    finally:
-        if old is None:
-            del os.environ["POSEHARNESS_DATA"]
-        else:
-            os.environ["POSEHARNESS_DATA"] = old
-    return root
+    return tiny_synthetic(tmp_path_factory, "synthetic-crowdpose")
 
 
 @pytest.fixture
 def crowd_env(crowd_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("POSEHARNESS_DATA", str(crowd_root))
-    monkeypatch.setenv("POSEHARNESS_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("POSEHARNESS_CHECKPOINTS", str(tmp_path / "checkpoints"))
-    return tmp_path
+    return use_store(monkeypatch, crowd_root, tmp_path)
 
 
 def test_extra_point_is_the_mean_of_labelled_shoulders_and_hips(spec):

@@ -139,7 +139,6 @@ def store(tmp_path, monkeypatch):
         yield tmp_path
 
 
-@pytest.mark.skipif(not COCO_SAMPLE.exists(), reason="real annotation samples not in ../shared")
 def test_oracle_limit_after_a_full_run_keeps_the_full_record(store, capsys):
     manifest = load_manifest("coco")
     dest = manifest.annotation_path("val")
