@@ -4,16 +4,13 @@ refused (oracle and predict, library and command line)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from poseharness.cli import main
 from poseharness.contract import resolve_method
-from poseharness.data import synthetic
 from poseharness.data.manifest import load_manifest
 from poseharness.errors import HarnessError
 from poseharness.io import file_digest
@@ -188,22 +185,14 @@ def test_oracle_limit_after_a_full_run_keeps_the_full_record(store, capsys):
 # predict on a toy checkpoint
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """(data root, final.pt of a 2-step toy training on tiny synthetic-coco)."""
-    root = tmp_path_factory.mktemp("subset-predict")
-    old = os.environ.get("POSEHARNESS_DATA")
-    os.environ["POSEHARNESS_DATA"] = str(root / "data")
-    try:
-        manifest = load_manifest("synthetic-coco")
-        synthetic.generate(manifest, size="tiny", jobs=1, progress=False)
-        run = train(resolve_method(TOY), "base", manifest, "tiny", size="tiny", steps=2, checkpoint_every=2,
-                    out=root / "run", progress=False, device="cpu", log=lambda *_: None)
-    finally:
-        if old is None:
-            del os.environ["POSEHARNESS_DATA"]
-        else:
-            os.environ["POSEHARNESS_DATA"] = old
-    return root / "data", run.checkpoint
+def toy(data_root, tmp_path_factory):
+    """(data root, final.pt of a 2-step toy training on tiny synthetic-coco: conftest's ``data_root``)."""
+    out = tmp_path_factory.mktemp("subset-predict") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POSEHARNESS_DATA", str(data_root))
+        run = train(resolve_method(TOY), "base", load_manifest("synthetic-coco"), "tiny", size="tiny", steps=2,
+                    checkpoint_every=2, out=out, progress=False, device="cpu", log=lambda *_: None)
+    return data_root, run.checkpoint
 
 
 def test_predict_limit_after_a_full_run_keeps_the_full_record(toy, tmp_path, monkeypatch):
