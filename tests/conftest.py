@@ -1,5 +1,8 @@
-"""Fixtures shared by the trainer's tests: a tiny synthetic-coco set and a results / checkpoint store per test."""
+"""Shared test helpers: tiny synthetic sets, a results / checkpoint store per test, a local HTTP server."""
+import contextlib
+import http.server
 import os
+import threading
 
 import pytest
 
@@ -41,3 +44,20 @@ def data_root(tmp_path_factory):
 def env(data_root, tmp_path, monkeypatch):
     """The tiny data, and this test's own results and checkpoints folders."""
     return use_store(monkeypatch, data_root, tmp_path)
+
+
+@contextlib.contextmanager
+def local_http_server(handler, state):
+    """A threaded HTTP server on 127.0.0.1 serving with ``handler`` (which reads ``self.server.state``);
+    yields its base URL and shuts it down afterwards."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    httpd.state = state  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)

@@ -7,11 +7,11 @@ import http.server
 import io
 import json
 import os
-import threading
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import local_http_server
 import yaml
 
 from poseharness import paths
@@ -171,18 +171,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     state: dict = {"files": {}, "requests": []}
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    httpd.state = state  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state["base"] = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with local_http_server(_Handler, state) as base:
+        state["base"] = base
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def _real(tmp_path: Path, files: list[dict]):
