@@ -10,6 +10,32 @@ from poseharness.data import synthetic
 from poseharness.data.manifest import load_manifest
 
 
+#: Where the learning tests' figures are kept for the end-of-run summary.
+LEARNING_FIGURES = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def learning_figures(pytestconfig):
+    """``learning_figures(text)`` prints a learning test's measured figures and repeats them in a "learning
+    figures" section at the end of the run, so that `python -m pytest -q` (which hides a passing test's output)
+    still shows what each build and machine measured."""
+    kept = pytestconfig.stash.setdefault(LEARNING_FIGURES, [])
+
+    def record(text: str) -> None:
+        print("\n" + text)
+        kept.append(text)
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    kept = config.stash.get(LEARNING_FIGURES, [])
+    if kept:
+        import torch
+        terminalreporter.write_sep("=", f"learning figures (torch {torch.__version__})")
+        for text in kept:
+            terminalreporter.write_line(text)
+
+
 def tiny_synthetic(tmp_path_factory, manifest: str):
     """A folder holding the tiny size of synthetic set ``manifest``, generated there (POSEHARNESS_DATA restored
     afterwards)."""

@@ -20,10 +20,10 @@ STEPS = 2000
 
 
 @pytest.mark.timeout(3600)   # ~8 min on 2 idle cores; about 20 with other jobs on them
-def test_tiny_gog_learns_on_synthetic_coco(tmp_path, monkeypatch):
+def test_tiny_gog_learns_on_synthetic_coco(tmp_path, monkeypatch, learning_figures):
     result = learning_run(tmp_path, monkeypatch, "gog", "precise", "ours", train_images=256, val_images=64, seed=0,
                           generator=EASY, steps=STEPS, scale="crops")
-    print("\n" + result.report("tiny GOG on easy synthetic COCO (256 train / 64 val images, seed 0)"))
+    learning_figures(result.report("tiny GOG on easy synthetic COCO (256 train / 64 val images, seed 0)"))
     metrics = result.metrics
     trained, untrained = metrics["trained"], metrics["untrained"]
     # Untrained heads output ~0 everywhere (bias 0, weights N(0, 1e-3²)): no peak reaches the decoder's

@@ -41,7 +41,7 @@ def joint_errors(checkpoint, manifest):
 
 
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory):
+def learned(tmp_path_factory, learning_figures):
     """One training (STEPS steps of the tiny scale, seed 0, one thread) and its figures, shared by the tests."""
     tmp_path = tmp_path_factory.mktemp("posedet_learning")
     mp = pytest.MonkeyPatch()
@@ -55,11 +55,12 @@ def learned(tmp_path_factory):
                   "untrained": joint_errors(tmp_path / "untrained.pt", manifest)}
     finally:
         mp.undo()
-    print("\n" + result.report("tiny PoseDet on synthetic COCO (128 train / 32 val images, seed 0)"))
+    lines = [result.report("tiny PoseDet on synthetic COCO (128 train / 32 val images, seed 0)")]
     for name, (c, r, n) in errors.items():
-        print(f"  {name:<9} joint error at the assigned candidates (val, {n} joints): coarse {c:.2f} px, "
-              f"refined {r:.2f} px")
-    print(f"  {time.perf_counter() - t0:.0f} s in all")
+        lines.append(f"  {name:<9} joint error at the assigned candidates (val, {n} joints): coarse {c:.2f} px, "
+                     f"refined {r:.2f} px")
+    lines.append(f"  {time.perf_counter() - t0:.0f} s in all")
+    learning_figures("\n".join(lines))
     return result, errors
 
 

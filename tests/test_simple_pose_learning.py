@@ -16,10 +16,10 @@ STEPS = 2000
 
 
 @pytest.mark.timeout(3600)   # 24 min measured with other jobs on the 2 cores
-def test_tiny_imhn_with_focal_l2_learns_on_synthetic_coco(tmp_path, monkeypatch):
+def test_tiny_imhn_with_focal_l2_learns_on_synthetic_coco(tmp_path, monkeypatch, learning_figures):
     result = learning_run(tmp_path, monkeypatch, "simple_pose", "imhn3_fl2", "imhn3_fl2", train_images=256,
                           val_images=64, seed=0, generator=EASY, steps=STEPS)
-    print("\n" + result.report("tiny IMHN-3 focal L2 on synthetic COCO (256 train / 64 val images, seed 0)"))
+    learning_figures(result.report("tiny IMHN-3 focal L2 on synthetic COCO (256 train / 64 val images, seed 0)"))
     metrics, persons = result.metrics, result.persons
     trained, untrained = metrics["trained"], metrics["untrained"]
     # Measured (torch 2.14.1 CPU, one thread, seed 0, 2,000 steps of 128-pixel crops: 1,000 plain L2, then focal L2
