@@ -41,7 +41,8 @@ class TrainSettings:
     decay_factor:     the step-decay factor
     grad_clip:        maximum gradient L2 norm (None: no clipping)
     augment:          the loader's augmentation (:class:`AugmentConfig` fields), ``false`` for none;
-                      missing = :class:`AugmentConfig` defaults
+                      missing = :class:`AugmentConfig` defaults; stored as :meth:`AugmentConfig.as_dict` (settings
+                      added later, e.g. ``centre`` / ``crop``, only when not at their defaults: old hashes hold)
     workers:          data-loader worker processes (does not change the result)
     checkpoint_every: steps between checkpoints (does not change the result)
     """
@@ -56,7 +57,7 @@ class TrainSettings:
     decay_at: tuple[float, ...] = ()
     decay_factor: float = 0.1
     grad_clip: float | None = None
-    augment: dict | None = field(default_factory=lambda: dataclasses.asdict(AugmentConfig()))
+    augment: dict | None = field(default_factory=lambda: AugmentConfig().as_dict())
     workers: int = 0
     checkpoint_every: int = 100
 
@@ -143,7 +144,7 @@ def _check_value(source: Path, where: str, key: str, value: Any) -> Any:
             return None
         if not isinstance(value, dict):
             raise bad("a mapping of augmentation settings or false")
-        return dataclasses.asdict(AugmentConfig.from_dict(value, source=f"{source}: field {where}.augment"))
+        return AugmentConfig.from_dict(value, source=f"{source}: field {where}.augment").as_dict()
     return value
 
 

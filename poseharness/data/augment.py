@@ -126,6 +126,10 @@ def top_down_affine(box: np.ndarray, input_size: Size, expand: float = TOP_DOWN_
 # Random augmentation
 # ----------------------------------------------------------------------------------------------------------
 
+#: Where the augmentation's view is centred (:attr:`AugmentConfig.centre`).
+CENTRES = ("input", "person")
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """Random augmentation settings, applied in the network input around its centre.
@@ -139,6 +143,21 @@ class AugmentConfig:
     stretch:   (min, max) extra factor on x only (aspect jitter), log-uniform; (1, 1) disables it
     translate: maximum |shift| per axis as a fraction of the input side, uniform
     flip:      probability of a horizontal mirror (keypoint channels swapped with the schema's flip_index)
+    centre:    the point of the view that lands on the input's centre (and that rotation and zoom turn about):
+               ``'input'`` (default) the input's own centre; ``'person'`` the box centre (x + w/2, y + h/2) of one
+               trained-on person of the image (not crowd, with labelled keypoints), drawn uniformly, mapped through
+               the view. An image without such a person falls back to ``'input'``. In the top-down view the
+               only candidate is the item's own person, whose box centre the view already puts at the centre.
+               [P] PoseDet: "cropped centered on a random person"; [R] IIGROUP/PoseDet ``CenterRandomCropXiao``
+               centres the crop on the person's box centre.
+    crop:      ``None`` (default, off) or (min, max): the side of a square crop as a factor u of the input side,
+               in input (view) pixels, u uniform in [min, max]; the crop is resized to the input, so the zoom is
+               1/u. [P] PoseDet: resize factor U[0.5, 1.5], 512×512 crop, i.e. crop = (0.5, 1.5) of a 512 input.
+               ``crop`` replaces the log-uniform ``scale`` zoom: with ``crop`` set, ``scale`` must be (1, 1).
+               rotate / stretch / translate / flip apply on top.
+
+    Only the first five settings existed before ``centre`` and ``crop``; :meth:`as_dict` leaves the later ones out
+    while they hold their defaults, so configs (and their hashes) that do not use them are unchanged.
     """
 
     rotate: float = 30.0
@@ -146,19 +165,33 @@ class AugmentConfig:
     stretch: tuple[float, float] = (1.0, 1.0)
     translate: float = 0.1
     flip: float = 0.5
+    centre: str = "input"
+    crop: tuple[float, float] | None = None
+
+    #: Settings added after configs were first hashed, with their defaults: omitted from :meth:`as_dict` when
+    #: they hold these values.
+    OPTIONAL = {"centre": "input", "crop": None}
 
     def __post_init__(self) -> None:
         problems = []
         if not (math.isfinite(self.rotate) and 0 <= self.rotate <= 180):
             problems.append(f"rotate must be in [0, 180] degrees, got {self.rotate!r}")
         for name in ("scale", "stretch"):
-            lo, hi = getattr(self, name)
-            if not (0 < lo <= hi and math.isfinite(hi)):
+            if not _is_range(getattr(self, name)):
                 problems.append(f"{name} must be (min, max) with 0 < min <= max, got {getattr(self, name)!r}")
         if not (math.isfinite(self.translate) and 0 <= self.translate <= 1):
             problems.append(f"translate must be a fraction in [0, 1], got {self.translate!r}")
         if not (0 <= self.flip <= 1):
             problems.append(f"flip must be a probability in [0, 1], got {self.flip!r}")
+        if not (isinstance(self.centre, str) and self.centre in CENTRES):
+            problems.append(f"centre must be one of {', '.join(map(repr, CENTRES))}, got {self.centre!r}")
+        if self.crop is not None:
+            if not _is_range(self.crop):
+                problems.append(f"crop must be null or (min, max) crop-side factors of the input side with "
+                                f"0 < min <= max, got {self.crop!r}")
+            elif _is_range(self.scale) and tuple(self.scale) != (1.0, 1.0):
+                problems.append(f"crop replaces scale: with crop {self.crop!r} give scale (1, 1), "
+                                f"got scale {self.scale!r}")
         if problems:
             raise HarnessError("augmentation settings: " + "; ".join(problems))
 
@@ -175,19 +208,49 @@ class AugmentConfig:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise HarnessError(f"{source}: unknown augmentation setting(s) {unknown} (known: {sorted(known)})")
-        for key in ("scale", "stretch"):
-            if key in raw:
-                raw[key] = tuple(float(v) for v in raw[key])
+        for key in ("scale", "stretch", "crop"):
+            if raw.get(key) is not None:
+                try:
+                    raw[key] = tuple(float(v) for v in raw[key])
+                except (TypeError, ValueError):
+                    pass        # left as given: __post_init__ names the setting and the bad value
         try:
             return cls(**raw)
         except HarnessError as exc:
             raise HarnessError(f"{source}: {exc}") from None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as a plain mapping (what configs store and hash), ``from_dict``'s inverse.
+
+        Settings of :attr:`OPTIONAL` that hold their defaults are left out, so every config written before they
+        existed keeps exactly the same dict and hash.
+        """
+        out = dataclasses.asdict(self)
+        for key, default in self.OPTIONAL.items():
+            if out[key] == default:
+                del out[key]
+        return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v)
+
+
+def _is_range(v: Any) -> bool:
+    """A (min, max) pair of finite numbers with 0 < min <= max."""
+    try:
+        lo, hi = v
+    except (TypeError, ValueError):
+        return False
+    return _is_number(lo) and _is_number(hi) and 0 < lo <= hi
+
 
 @dataclass(frozen=True)
 class AugmentParams:
     """One draw of :class:`AugmentConfig`: angle in degrees (counter-clockwise on screen), zoom, x-stretch,
-    shift (tx, ty) in input pixels, and whether to mirror."""
+    shift (tx, ty) in input pixels, whether to mirror, the crop-side factor (the zoom is scale / crop), and the
+    point (input pixels, before augmentation) that lands on the input's centre (None: the input's centre) with
+    the index of the chosen person among the candidates (None: none chosen)."""
 
     angle: float = 0.0
     scale: float = 1.0
@@ -195,14 +258,29 @@ class AugmentParams:
     tx: float = 0.0
     ty: float = 0.0
     flip: bool = False
+    crop: float = 1.0
+    centre: tuple[float, float] | None = None
+    person: int | None = None
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else float(lo)
 
 
-def sample_augmentation(config: AugmentConfig, rng: np.random.Generator, input_size: Size) -> AugmentParams:
-    """Draw one set of parameters from ``rng`` (the caller seeds it, e.g. from (seed, epoch, index))."""
+def person_centres(boxes: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``(P, 4)`` xywh boxes (image pixels) -> ``(P, 2)`` float64 box centres (x + w/2, y + h/2) mapped by the
+    view affine ``m``: the candidates of ``centre: person``."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return affine_points(b[:, :2] + 0.5 * b[:, 2:], m)
+
+
+def sample_augmentation(config: AugmentConfig, rng: np.random.Generator, input_size: Size,
+                        persons: np.ndarray | None = None) -> AugmentParams:
+    """Draw one set of parameters from ``rng`` (the caller seeds it, e.g. from (seed, epoch, index)).
+
+    persons: ``(P, 2)`` candidate centres in input pixels for ``centre: person`` (:func:`person_centres`);
+             None or empty: the input's centre.
+    """
     out_w, out_h = as_size(input_size)
     # Fixed draw order, one value each, so adding a setting never shifts the others' random streams.
     angle = float(rng.uniform(-config.rotate, config.rotate))
@@ -211,14 +289,25 @@ def sample_augmentation(config: AugmentConfig, rng: np.random.Generator, input_s
     tx = float(rng.uniform(-config.translate, config.translate)) * out_w
     ty = float(rng.uniform(-config.translate, config.translate)) * out_h
     flip = bool(rng.random() < config.flip)
-    return AugmentParams(angle=angle, scale=scale, stretch=stretch, tx=tx, ty=ty, flip=flip)
+    params = AugmentParams(angle=angle, scale=scale, stretch=stretch, tx=tx, ty=ty, flip=flip)
+    # Later settings draw only when set, after all of the above: off, they leave the stream untouched.
+    if config.crop is not None:
+        params = dataclasses.replace(params, crop=float(rng.uniform(*config.crop)))
+    if config.centre == "person":
+        u = float(rng.random())         # one draw even without candidates
+        pts = np.zeros((0, 2)) if persons is None else np.asarray(persons, dtype=np.float64).reshape(-1, 2)
+        if len(pts):
+            k = min(int(u * len(pts)), len(pts) - 1)
+            params = dataclasses.replace(params, centre=(float(pts[k, 0]), float(pts[k, 1])), person=k)
+    return params
 
 
 def augmentation_affine(params: AugmentParams, input_size: Size) -> np.ndarray:
     """The augmentation as a (2, 3) affine from input coordinates to input coordinates.
 
-    About the input's centre c: zoom (x by scale·stretch, y by scale), rotate, mirror, then shift by (tx, ty).
-    The mirror about c maps x ↦ 2·c_x - x = out_w - 1 - x, the pixel-centre mirror.
+    About the anchor a (``params.centre``, default the input's centre c): zoom (x by scale·stretch/crop, y by
+    scale/crop), rotate, mirror, move a to c, then shift by (tx, ty). The mirror about c maps
+    x ↦ 2·c_x - x = out_w - 1 - x, the pixel-centre mirror.
     """
     out_w, out_h = as_size(input_size)
     cx, cy = (out_w - 1) / 2, (out_h - 1) / 2
@@ -226,10 +315,13 @@ def augmentation_affine(params: AugmentParams, input_size: Size) -> np.ndarray:
     # y points down, so this matrix turns the picture counter-clockwise on screen for a positive angle.
     rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
     zoom = np.diag([params.scale * params.stretch, params.scale])
+    if params.crop != 1.0:
+        zoom = zoom / params.crop
     mirror = np.diag([-1.0 if params.flip else 1.0, 1.0])
     lin = mirror @ rot @ zoom
     centre = np.array([cx, cy])
-    t = centre + np.array([params.tx, params.ty]) - lin @ centre
+    anchor = centre if params.centre is None else np.asarray(params.centre, dtype=np.float64)
+    t = centre + np.array([params.tx, params.ty]) - lin @ anchor
     return np.hstack([lin, t[:, None]])
 
 

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, default_collate
 from ..errors import HarnessError
 from .annotations import AnnotationIndex, ImageRecord, load_annotation_file
 from .augment import (AugmentConfig, Size, as_size, augmentation_affine, bottom_up_affine, compose,
-                      sample_augmentation, top_down_affine, transform_sample)
+                      person_centres, sample_augmentation, top_down_affine, transform_sample)
 from .manifest import Manifest
 from .sample import Sample
 
@@ -190,7 +190,8 @@ class PoseDataset(Dataset):
     view 'bottom-up': one item per image (long side resized to the input, padded to a square).
     view 'top-down':  one item per annotated person (not crowd, ``num_keypoints`` > 0), cropped from its box with
                       the standard ×1.25 expansion; the item's per-person arrays hold that person only.
-    augment:      random scale / rotation / translation / flip composed with the view into one affine; None = no
+    augment:      random scale / rotation / translation / flip (and, opt-in, a crop centred on a random person:
+                  :class:`AugmentConfig` ``centre`` / ``crop``) composed with the view into one affine; None = no
                   augmentation (evaluation). Each item's parameters come from a generator seeded with
                   (augment_seed, epoch, index), never from global state, so any worker produces the same item.
     encode:       ``encode(sample) -> dict`` of the method's training targets, run in the workers on the
@@ -246,7 +247,12 @@ class PoseDataset(Dataset):
         if self.augment is None:
             return m, False
         rng = np.random.default_rng([self.augment_seed, self.epoch, index])
-        params = sample_augmentation(self.augment, rng, self.input_size)
+        centres = None
+        if self.augment.centre == "person":
+            # Candidates: the persons the loss trains on (bottom-up), or the item's own person (top-down).
+            keep = np.flatnonzero(~ignored_persons(r)) if person < 0 else np.array([person])
+            centres = person_centres(r.boxes[keep], m)
+        params = sample_augmentation(self.augment, rng, self.input_size, persons=centres)
         return compose(augmentation_affine(params, self.input_size), m), params.flip
 
     def transformed_sample(self, index: int) -> Sample:
