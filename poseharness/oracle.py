@@ -27,7 +27,7 @@ from .io import file_digest
 from .methods import MethodSpec
 from .pipeline import Decoder, Predictions, RunInfo, encoded_outputs, finish, predictions_path
 from .store.record import check_limit, subset_name
-from .views import image_views, load_detections
+from .views import TestTimeViews, image_views, load_detections
 
 
 @dataclass
@@ -50,13 +50,16 @@ def run_variants(method: MethodSpec, manifest: Manifest, split: str, variants: I
     decode."""
     check_limit(limit)
     variants = list(variants)
-    by_training: dict[str, list[str]] = defaultdict(list)
-    for v in variants:
-        by_training[method.variants[v]["training"]].append(v)
     runs = {}
     for v in variants:
         cfg = variant_config(method, v, scale, manifest, size=size, seed=seed)
         runs[v] = VariantRun(v, cfg, Predictions(manifest.schema.num_keypoints))
+    # Variants that share a training and test-time views share the encoded ground truth of each view.
+    tta = {v: TestTimeViews.from_decode(runs[v].config["decode"], f"{method.source}: variant {v!r}: decode")
+           for v in variants}
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for v in variants:
+        groups[method.variants[v]["training"], tta[v]].append(v)
     module, kind, side = method.module, view_of(method), input_sizes(runs[variants[0]].config)[1]
     decoders = {v: Decoder(module, runs[v].config, kind) for v in variants}
     samples = load_samples(manifest, split, size, seed, images=False)
@@ -65,8 +68,8 @@ def run_variants(method: MethodSpec, manifest: Manifest, split: str, variants: I
     for i in tqdm(range(n), desc=f"oracle {method.name} {manifest.name}/{split}", disable=not progress,
                   unit="img", mininterval=1.0):
         sample = samples[i]
-        views = image_views(sample, kind, side, detections)
-        for names in by_training.values():
+        for names in groups.values():
+            views = image_views(sample, kind, side, detections, tta[names[0]])
             t0 = time.perf_counter()
             outputs = [encoded_outputs(module, sample, view, runs[names[0]].config, manifest.schema.counted)
                        for view in views]

@@ -128,18 +128,22 @@ class Decoder:
 
     def __init__(self, module: ModuleType, cfg: dict, view_kind: str):
         self.module, self.cfg = module, cfg
-        self.k = get_schema(cfg["schema"]).num_keypoints
+        schema = get_schema(cfg["schema"])
+        self.k, self.flip_index = schema.num_keypoints, np.asarray(schema.flip_index)
         self.takes_view = accepts_view(module.decode)
         self.per_image = getattr(module, "per_image", None) or (
             rescore_and_nms if view_kind == "top-down" else _concatenate)
 
     def view(self, outputs: Any, view: View) -> tuple[np.ndarray, np.ndarray]:
-        """Decode one view's outputs: poses (N, K, 3) in original pixels (float64), scores (N,)."""
+        """Decode one view's outputs: poses (N, K, 3) in original pixels (float64), scores (N,). A mirrored view's
+        joints are swapped back to the image's left / right (the network's joint j is the image's flip_index[j])."""
         if self.takes_view:
             poses, scores = self.module.decode(outputs, self.cfg, view=view)
         else:
             poses, scores = self.module.decode(outputs, self.cfg)
         poses = to_original(_numpy(poses).reshape(-1, self.k, 3), view)
+        if view.flipped:
+            poses = poses[:, self.flip_index]
         return poses, _numpy(scores).astype(np.float64).reshape(-1)
 
     def image(self, outputs: list, views: list[View]) -> tuple[np.ndarray, np.ndarray]:
@@ -173,8 +177,11 @@ def view_persons(sample: Sample, view: View) -> list[int] | None:
 
 
 def encoded_outputs(module: ModuleType, sample: Sample, view: View, cfg: dict, counted=None) -> dict:
-    """The oracle's outputs of one view: ``module.encode`` of the ground truth seen through it, as tensors."""
-    seen = transform_sample(sample, view.affine, view.size, persons=view_persons(sample, view), counted=counted)
+    """The oracle's outputs of one view: ``module.encode`` of the ground truth seen through it (a mirrored view's
+    joints swapped left / right, as the loader does for a mirrored training item), as tensors."""
+    flip_index = np.asarray(get_schema(cfg["schema"]).flip_index) if view.flipped else None
+    seen = transform_sample(sample, view.affine, view.size, flip_index=flip_index,
+                            persons=view_persons(sample, view), counted=counted)
     return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
             for k, v in module.encode(seen, cfg).items()}
 
@@ -203,6 +210,18 @@ class ViewImages(Dataset):
             self._last = (i, self.samples[i])
         image = apply_affine_image(self._last[1].image, view.affine, view.size)
         return {"image": normalise_image(image), "index": j}
+
+
+def view_batches(entries: list[tuple[int, View]], batch: int) -> list[list[int]]:
+    """Batches of entry indices, in order: runs of at most ``batch`` consecutive views of one input size (a batch
+    stacks one size; test-time scales give views of several)."""
+    out: list[list[int]] = []
+    for j, (_, view) in enumerate(entries):
+        if out and len(out[-1]) < batch and entries[out[-1][-1]][1].size == view.size:
+            out[-1].append(j)
+        else:
+            out.append([j])
+    return out
 
 
 @dataclass

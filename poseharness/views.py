@@ -1,7 +1,10 @@
 """Views: how a paradigm sees an image through the network input, and the way back to the original image.
 
 A :class:`View` is one network input made from one image: the whole image (bottom-up and single-stage methods,
-:func:`bottom_up_views`) or one crop per person box (top-down methods, :func:`top_down_views`). Boxes come from
+:func:`bottom_up_views`) or one crop per person box (top-down methods, :func:`top_down_views`). Test-time
+augmentation in the pooled form (:class:`TestTimeViews`, PoseDet's: every scale and mirror of the image decoded on
+its own, the candidates of all of them pooled before the image's one pose NMS) is more views of the same image:
+rescaled inputs and mirrored ones (``View.flipped``). Boxes come from
 the ground truth (:func:`ground_truth_boxes`: annotated persons, box score 1) or from a COCO detection-results
 file (:func:`load_detections`). Whatever a method predicts in a view's input pixels goes back to the original
 image with :func:`to_original`.
@@ -12,6 +15,7 @@ pads at the right / bottom.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -20,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .data.augment import Size, affine_points, as_size, bottom_up_affine, invert_affine, top_down_affine
+from .data.augment import (Size, affine_points, as_size, bottom_up_affine, compose, invert_affine,
+                           top_down_affine)
 from .errors import HarnessError
 
 KINDS = ("bottom-up", "top-down")
@@ -37,6 +42,8 @@ class View:
     box:      top-down: (4,) float64 x, y, w, h of the person box in original pixels; None for bottom-up
     score:    the box score (1.0 for ground-truth boxes and for whole images)
     person:   top-down with ground-truth boxes: the index of the box's person in the image; else None
+    flipped:  the input is mirrored (``affine`` includes the mirror): what the network calls joint j is the
+              image's joint ``flip_index[j]`` (:meth:`Decoder.view <poseharness.pipeline.Decoder.view>` swaps back)
     """
 
     image_id: int
@@ -46,6 +53,7 @@ class View:
     box: np.ndarray | None = None
     score: float = 1.0
     person: int | None = None
+    flipped: bool = False
 
     def window_area(self) -> float:
         """px²: the area of the input's extent in the original image (top-down: the expanded crop window)."""
@@ -105,9 +113,63 @@ def ground_truth_boxes(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 Detections = dict[int, tuple[np.ndarray, np.ndarray]]
 
 
-def image_views(sample: Any, kind: str, input_size: Size, detections: Detections | None = None) -> list[View]:
+@dataclass(frozen=True)
+class TestTimeViews:
+    """Test-time augmentation as views [P: PoseDet §4, "one NMS over all scales and flips"]: each factor of
+    ``scales`` multiplies the input size (W and H, rounded), and with ``flip`` each scale is also seen mirrored.
+    The default, ``scales (1.0,)`` without ``flip``, is the plain single view. Read from a variant's
+    ``decode.tta: {scales: [...], flip: bool}`` (:meth:`from_decode`)."""
+
+    __test__ = False                  # not a pytest class, despite its name
+
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+
+    @classmethod
+    def from_decode(cls, decode: dict, source: str = "decode") -> "TestTimeViews":
+        """The ``tta`` entry of a decode config (absent or null: the plain view). HarnessError naming ``source``
+        and the field on a bad value."""
+        raw = decode.get("tta")
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict) or set(raw) - {"scales", "flip"}:
+            raise HarnessError(f"{source}: field tta: must be {{scales: [factors], flip: true|false}}, got {raw!r}")
+        scales = raw.get("scales", [1.0])
+        if (not isinstance(scales, (list, tuple)) or not scales
+                or not all(_number(v) and v > 0 for v in scales)):
+            raise HarnessError(f"{source}: field tta.scales: must be a non-empty list of positive factors, "
+                               f"got {scales!r}")
+        flip = raw.get("flip", False)
+        if not isinstance(flip, bool):
+            raise HarnessError(f"{source}: field tta.flip: must be true or false, got {flip!r}")
+        return cls(tuple(float(v) for v in scales), flip)
+
+    def sizes(self, input_size: Size) -> list[tuple[int, int]]:
+        """(W, H) of each scale's input."""
+        w, h = as_size(input_size)
+        return [(max(1, round(w * f)), max(1, round(h * f))) for f in self.scales]
+
+
+def mirrored(view: View) -> View:
+    """The view seen in a mirror: the input flipped left-right about its pixel centres (x ↦ W − 1 − x)."""
+    mirror = np.array([[-1.0, 0.0, view.size[0] - 1.0], [0.0, 1.0, 0.0]])
+    return dataclasses.replace(view, affine=compose(mirror, view.affine), flipped=not view.flipped)
+
+
+def image_views(sample: Any, kind: str, input_size: Size, detections: Detections | None = None,
+                tta: TestTimeViews | None = None) -> list[View]:
     """The views of one image for a paradigm's view ``kind``; top-down boxes from ``detections`` when given
-    (an image without detections has no view), else from the ground truth."""
+    (an image without detections has no view), else from the ground truth. With ``tta``: the views at each of
+    its scales, each followed by its mirror when ``tta.flip`` (views of one input size stay adjacent)."""
+    tta = tta or TestTimeViews()
+    out: list[View] = []
+    for size in tta.sizes(input_size):
+        for view in _views_at(sample, kind, size, detections):
+            out.extend([view, mirrored(view)] if tta.flip else [view])
+    return out
+
+
+def _views_at(sample: Any, kind: str, input_size: Size, detections: Detections | None) -> list[View]:
     if kind == "bottom-up":
         return bottom_up_views(sample, input_size)
     if kind != "top-down":
