@@ -29,6 +29,9 @@ A method is a directory holding ``method.yaml`` (validated by :mod:`poseharness.
 - optionally ``per_image(poses, scores, views, cfg) -> (poses, scores)``: the step after all views of an image
   are decoded (lists per view, poses in original image pixels), e.g. pose NMS over a single-stage model's
   candidates; default for top-down methods: box-score rescoring and OKS-NMS (:mod:`poseharness.pipeline`).
+- optionally ``training_only_heads``: names of output heads the model computes only in training (e.g.
+  PoseDet's intermediate-supervision heatmaps, ``("heatmap",)``, covering ``heatmap@l``); the predictor's
+  head-layout check leaves them out.
 
 Nothing in the core lists methods by name: a method is found by its directory.
 

@@ -32,10 +32,11 @@ from .device import Distributed, pick_device
 from .errors import HarnessError
 from .io import file_digest
 from .methods import MethodSpec, load_method
-from .pipeline import Decoder, ModelRunner, RunInfo, ViewImages, finish, model_predictions, predictions_path
+from .pipeline import (Decoder, ModelRunner, RunInfo, ViewImages, finish, model_predictions, predictions_path,
+                       view_batches)
 from .store.record import check_limit, subset_name
-from .train import head_layout
-from .views import image_views, load_detections
+from .train import head_layout, inference_layout, training_only_heads
+from .views import TestTimeViews, image_views, load_detections
 
 
 def checkpoint_method(state: dict, path: Path, method: str | None = None) -> MethodSpec:
@@ -118,11 +119,14 @@ def _runner(module, spec: MethodSpec, state: dict, path: Path, cfg: dict, opts: 
     model.to(dev).eval()
 
     final = final_outputs_of(module)
+    skip = training_only_heads(module)      # heads the model computes in training only: not compared
 
     def check(outputs) -> None:
-        if state["heads"] and head_layout(outputs, final) != state["heads"]:
-            raise HarnessError(f"{path}: field heads: the checkpoint's heads {state['heads']} differ "
-                               f"from the model's {head_layout(outputs, final)}")
+        have, want = inference_layout(head_layout(outputs, final), skip), inference_layout(state["heads"], skip)
+        if state["heads"] and have != want:
+            extra = f" (training-only heads {', '.join(skip)} not compared)" if skip else ""
+            raise HarnessError(f"{path}: field heads: the checkpoint's heads {want} differ "
+                               f"from the model's {have}{extra}")
 
     flip = module.merge_flip if cfg["decode"].get("flip", False) else None
     return ModelRunner(model, dev, final, cfg, amp=bool(opts.amp) and dev.type == "cuda", merge_flip=flip,
@@ -169,8 +173,9 @@ def predict(checkpoint: str | os.PathLike, variant: str, manifest: Manifest, spl
     samples = load_samples(manifest, split, *data, images=True, masks=False)
     n = len(samples) if opts.limit is None else min(opts.limit, len(samples))
     detections = None if opts.detections is None else load_detections(opts.detections)
-    entries = [(i, v) for i in range(n) for v in image_views(samples.record(i), view, side, detections)]
-    loader = DataLoader(ViewImages(samples, entries), batch_size=opts.batch, shuffle=False,
+    tta = TestTimeViews.from_decode(cfg["decode"], f"{spec.source}: variant {variant!r}: decode")
+    entries = [(i, v) for i in range(n) for v in image_views(samples.record(i), view, side, detections, tta)]
+    loader = DataLoader(ViewImages(samples, entries), batch_sampler=view_batches(entries, opts.batch),
                         num_workers=opts.workers, pin_memory=runner.device.type == "cuda")
     t_setup = time.perf_counter() - t_start
     bar = functools.partial(tqdm, desc=f"predict {spec.name}/{variant} {manifest.name}/{split}", unit="batch",

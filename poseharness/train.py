@@ -167,6 +167,27 @@ def head_layout(outputs: Any, final: Callable[[Any], dict] = final_outputs) -> d
     return {k: int(v.shape[1]) for k, v in final(outputs).items()}
 
 
+def training_only_heads(module: Any) -> tuple[str, ...]:
+    """The heads a method's model computes in training mode only (e.g. an intermediate supervision that inference
+    skips): the names in the method module's optional ``training_only_heads`` (a tuple of output names; each also
+    covers its per-level / per-stack copies ``name@...``); none by default. The training records every head it
+    sees; the predictor (eval mode) compares the others only (:func:`inference_layout`)."""
+    names = getattr(module, "training_only_heads", None) or ()
+    if isinstance(names, str):
+        names = (names,)
+    if not isinstance(names, (tuple, list, set, frozenset)) or not all(isinstance(n, str) and n for n in names):
+        raise HarnessError(f"{getattr(module, '__file__', module)}: training_only_heads must be a tuple of output "
+                           f"names, got {names!r}")
+    return tuple(names)
+
+
+def inference_layout(layout: dict[str, int], training_only: tuple[str, ...] | list[str] = ()) -> dict[str, int]:
+    """``layout`` (:func:`head_layout`) without the training-only heads: an output ``name`` or ``name@...`` whose
+    ``name`` is in ``training_only`` is left out."""
+    skip = set(training_only)
+    return {k: v for k, v in layout.items() if k.split("@", 1)[0] not in skip}
+
+
 class LRSchedule:
     """The learning-rate multiplier of step s (``TrainSettings.lr_factor``) for ``LambdaLR``.
 

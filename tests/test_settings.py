@@ -15,8 +15,9 @@ from poseharness.methods import load_method, method_names, parse_method
 from poseharness.settings import settings_schema
 
 FIXTURES = Path(__file__).parent / "fixtures" / "methods"
-#: Settings the harness reads itself, not the method's code: the flip test (the predictor).
-HARNESS_READS = {"decode": {"flip"}}
+#: Settings the harness reads itself, not the method's code: the flip test (the predictor) and the test-time views
+#: (the predictor and the oracle).
+HARNESS_READS = {"decode": {"flip", "tta", "tta.scales", "tta.flip"}}
 
 
 def copy_of(method: str, tmp_path: Path, edit) -> Path:
@@ -172,8 +173,10 @@ def reads(method: str, group: str) -> tuple[set[str], set[str]]:
         if spec.trainings[cfg["training"]].get("oracle_only"):
             continue
         torch.manual_seed(0)
-        outputs = module.build_model(cfg).eval()(torch.zeros(1, 3, 64, 64))
-        batch = {k: v[None] for k, v in targets.items()}
+        # training mode, as the trainer calls the loss (training-only heads included); two images, so that
+        # BatchNorm has more than one value per channel at the deepest 1 x 1 maps
+        outputs = module.build_model(cfg).train()(torch.zeros(2, 3, 64, 64))
+        batch = {k: torch.stack([v, v]) for k, v in targets.items()}
         loss_cfg = module.loss_config(cfg, 0.99) if hasattr(module, "loss_config") else cfg
         module.loss(outputs, batch, loss_cfg)
     return declared_leaves(schema["properties"][group]), seen

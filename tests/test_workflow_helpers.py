@@ -264,6 +264,7 @@ def test_bench_targets_per_method_and_declared_benches(specs):
     targets = wf.bench_targets(config(), LAYOUT, specs, trainable)
     assert targets[0] == "results/bench/evaluate/synthetic-coco/val.json"
     assert "results/bench/decode.json" in targets          # declared by gog (`benches: [decode]`)
+    assert "results/bench/nms.json" in targets             # declared by posedet (`benches: [nms]`)
     for name, spec in specs.items():
         oracle = next(t for t in spec.tables().values() if t.kind == "oracle" and t.columns)
         data = wf.dataset_for(config(), oracle.dataset)
@@ -272,7 +273,7 @@ def test_bench_targets_per_method_and_declared_benches(specs):
         training = wf.training_of(spec, trained.columns[0])
         data = wf.dataset_for(config(), trained.dataset)
         assert f"results/bench/train/{data}/{name}/{training}/tiny.json" in targets
-    assert len(targets) == 2 + 2 * len(specs)
+    assert len(targets) == 3 + 2 * len(specs)
     only = {"simple_pose": specs["simple_pose"]}
     assert "results/bench/decode.json" not in wf.bench_targets(config(), LAYOUT, only, trainable)
     untrained = wf.bench_targets(config(), LAYOUT, only, lambda spec: "no model")

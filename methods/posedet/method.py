@@ -36,6 +36,10 @@ from .model import PoseDetNet
 
 paradigm = "single-stage"
 
+#: Heads the model computes in training only (the intermediate supervision [P]): in eval mode PoseDetNet skips
+#: them, and the predictor's head-layout check leaves ``heatmap@l`` out (:func:`poseharness.train.training_only_heads`).
+training_only_heads = ("heatmap",)
+
 
 def build_model(cfg: dict) -> torch.nn.Module:
     return PoseDetNet(cfg, num_points(cfg["schema"]))

@@ -6,11 +6,14 @@ Head per level (C channels, GroupNorm after every 3x3 conv) [R]:
 - pose embedding: a 1 x K' deformable convolution whose tap j samples coarse point j (:class:`PoseEmbedding`);
 - refine: 2 x (3x3, GN, ReLU) -> pose embedding -> ReLU -> 1x1 -> 2K'; output = that + detached coarse [R];
 - classification: 2 x (3x3, GN, ReLU) -> pose embedding -> ReLU -> 1x1 -> 1 logit, bias prior 0.01 [R];
-- heatmap (intermediate supervision, training only in the paper): 3x3 conv, GN, ReLU -> 1x1 -> K' logits [P, D:
-  shared over the levels, bias prior 0.1 as CenterNet's].
+- heatmap (intermediate supervision, training only in the paper, and here: skipped in eval mode): 3x3 conv, GN,
+  ReLU -> 1x1 -> K' logits [P, D: shared over the levels, bias prior 0.1 as CenterNet's].
 
 Outputs: a list with one dict per level: ``coarse`` (B, 2K', h, w), ``refine`` (B, 2K', h, w) (= coarse when the
-refinement branch is off, Table 4), ``cls`` (B, 1, h, w) logits, ``heatmap`` (B, K', h, w) logits.
+refinement branch is off, Table 4), ``cls`` (B, 1, h, w) logits, ``heatmap`` (B, K', h, w) logits in training mode
+only: in eval mode the heatmap branch is not run (the paper's intermediate supervision is training-only [P], so
+inference costs what the paper's does), and the method declares it (``training_only_heads`` in method.py) so that
+the predictor's head-layout check does not expect it.
 """
 from __future__ import annotations
 
@@ -185,7 +188,7 @@ class Head(nn.Module):
         else:
             refine = coarse
         out = {"coarse": coarse, "refine": refine, "cls": cls}
-        if self.heatmap_on:
+        if self.heatmap_on and self.training:           # intermediate supervision: training only [P]
             out["heatmap"] = self.heatmap_out(self.heatmap_convs(f))
         return out
 
