@@ -68,7 +68,7 @@ def learned(tmp_path_factory, learning_figures):
 # trained AP 0.0003, AP50 0.0017, AR 0.0081, AR50 0.0323 (166 persons); untrained 0 persons (every class score
 # at the 0.01 prior, below the 0.05 threshold). Mean joint error at the assigned candidates (val, 950 joints):
 # trained coarse 18.20 px, refined 18.99 px; untrained 41.97 / 41.96 px.
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)   # the shared training runs in the first test: 19.5 min measured with other jobs on the 2 cores
 def test_trained_beats_untrained(learned):
     result, errors = learned
     trained, untrained = result.metrics["trained"], result.metrics["untrained"]
@@ -80,7 +80,7 @@ def test_trained_beats_untrained(learned):
     assert errors["trained"][0] < 0.6 * errors["untrained"][0]
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)   # the shared training runs in the first test: 19.5 min measured with other jobs on the 2 cores
 @pytest.mark.xfail(strict=False, reason="not reached at the tiny CPU budget: after 1,500 steps the refined joints "
                    "(18.99 px) are not yet closer than the coarse ones (18.20 px); few coarse poses reach the "
                    "refinement's OKS 0.7 / 0.52 positives this early")
