@@ -23,11 +23,10 @@ from .contract import view_of
 from .data.loader import load_samples
 from .data.manifest import Manifest
 from .errors import HarnessError
-from .io import file_digest
 from .methods import MethodSpec
 from .pipeline import Decoder, Predictions, RunInfo, encoded_outputs, finish, predictions_path
 from .store.record import check_limit, subset_name
-from .views import TestTimeViews, image_views, load_detections
+from .views import BoxSource, TestTimeViews, boxes_record, image_views, load_detections
 
 
 @dataclass
@@ -45,7 +44,8 @@ def run_variants(method: MethodSpec, manifest: Manifest, split: str, variants: I
                  ) -> tuple[list[VariantRun], dict[str, float]]:
     """Views → encode → decode → per-image step for every image of the split and each variant.
 
-    detections: top-down boxes per image (:func:`views.load_detections`); None: ground-truth boxes.
+    detections: top-down boxes per image (:func:`views.load_detections`); None: each variant's ``decode.boxes``
+    (:class:`views.BoxSource`: ground truth, or ground truth jittered).
     limit: only the first N images (N >= 1; HarnessError otherwise). Returns the runs and stage times (s): encode,
     decode."""
     check_limit(limit)
@@ -54,12 +54,14 @@ def run_variants(method: MethodSpec, manifest: Manifest, split: str, variants: I
     for v in variants:
         cfg = variant_config(method, v, scale, manifest, size=size, seed=seed)
         runs[v] = VariantRun(v, cfg, Predictions(manifest.schema.num_keypoints))
-    # Variants that share a training and test-time views share the encoded ground truth of each view.
+    # Variants that share a training, test-time views and boxes share the encoded ground truth of each view.
     tta = {v: TestTimeViews.from_decode(runs[v].config["decode"], f"{method.source}: variant {v!r}: decode")
            for v in variants}
+    boxes = {v: BoxSource.from_decode(runs[v].config["decode"], f"{method.source}: variant {v!r}: decode")
+             for v in variants}
     groups: dict[tuple, list[str]] = defaultdict(list)
     for v in variants:
-        groups[method.variants[v]["training"], tta[v]].append(v)
+        groups[method.variants[v]["training"], tta[v], boxes[v]].append(v)
     module, kind, side = method.module, view_of(method), input_sizes(runs[variants[0]].config)[1]
     decoders = {v: Decoder(module, runs[v].config, kind) for v in variants}
     samples = load_samples(manifest, split, size, seed, images=False)
@@ -69,7 +71,7 @@ def run_variants(method: MethodSpec, manifest: Manifest, split: str, variants: I
                   unit="img", mininterval=1.0):
         sample = samples[i]
         for names in groups.values():
-            views = image_views(sample, kind, side, detections, tta[names[0]])
+            views = image_views(sample, kind, side, detections, tta[names[0]], boxes[names[0]])
             t0 = time.perf_counter()
             outputs = [encoded_outputs(module, sample, view, runs[names[0]].config, manifest.schema.counted)
                        for view in views]
@@ -84,16 +86,25 @@ def run_variants(method: MethodSpec, manifest: Manifest, split: str, variants: I
     return [runs[v] for v in variants], timings
 
 
-def _boxes_config(method: MethodSpec, detections: str | Path | None) -> dict:
-    """The config entry naming where top-down boxes came from ({} for whole-image views)."""
+def _boxes_config(method: MethodSpec, variants: list[str], detections: str | Path | None) -> dict[str, dict]:
+    """Per variant, the config entry naming where its top-down boxes came from ({} for whole-image views): the
+    detection file (its digest computed once), else the variant's ``decode.boxes``."""
     if view_of(method) != "top-down":
         if detections is not None:
             raise HarnessError(f"{method.source}: --detections: method {method.name!r} is {method.paradigm}; "
                                f"detection boxes apply to top-down methods only")
-        return {}
+        return {v: {} for v in variants}
+    sources = {v: BoxSource.from_decode(method.decode_settings(v), f"{method.source}: variant {v!r}: decode")
+               for v in variants}
     if detections is None:
-        return {"boxes": "ground-truth"}
-    return {"boxes": {"path": str(Path(detections).resolve()), "sha256": file_digest(detections)}}
+        return {v: {"boxes": source.record()} for v, source in sources.items()}
+    for v, source in sources.items():
+        if source.source != "gt":
+            raise HarnessError(f"{method.source}: variant {v!r}: decode: --detections {detections}: the variant's "
+                               f"decode.boxes says source {source.source!r}; a detection file replaces ground-truth "
+                               f"boxes only")
+    entry = boxes_record("top-down", BoxSource(), detections)
+    return {v: {"boxes": entry} for v in variants}
 
 
 def run_oracle(method: MethodSpec, manifest: Manifest, split: str, variants: Iterable[str] | None = None,
@@ -102,7 +113,8 @@ def run_oracle(method: MethodSpec, manifest: Manifest, split: str, variants: Ite
                limit: int | None = None, detections: str | Path | None = None) -> list[dict]:
     """Run the oracle for ``variants`` (default: all) and write one ``oracle`` record per variant.
 
-    detections: a COCO detection-results file whose boxes a top-down method crops (default: ground-truth boxes).
+    detections: a COCO detection-results file whose boxes a top-down method crops (default: each variant's
+    ``decode.boxes``: the ground-truth boxes, or ground truth jittered; a jittered variant refuses a file).
     limit: only the first N images (N >= 1, else HarnessError), a quick look: its records have the subset
     ``first-N-images`` (a key of their own, never superseding the full split's) and its results files sit beside
     the full run's as ``<scale>-seed<N>.first-N-images.json``, leaving those untouched.
@@ -114,7 +126,7 @@ def run_oracle(method: MethodSpec, manifest: Manifest, split: str, variants: Ite
         if v not in method.variants:
             raise HarnessError(f"{method.source}: method {method.name!r} has no variant {v!r} "
                                f"(known: {', '.join(method.variants)})")
-    boxes = _boxes_config(method, detections)
+    boxes = _boxes_config(method, variants, detections)
     gt_path = manifest.annotation_path(split, size, seed)
     run_seed = (manifest.seed if seed is None else seed) if manifest.synthetic else 0
     runs, timings = run_variants(method, manifest, split, variants, scale, size=size, seed=seed, progress=progress,
@@ -127,7 +139,7 @@ def run_oracle(method: MethodSpec, manifest: Manifest, split: str, variants: Ite
         if limit is not None:       # a quick look must not overwrite the full run's results and matches files
             pred = pred.with_name(f"{pred.stem}.{subset_name(limit)}{pred.suffix}")
         info = RunInfo("oracle", manifest, split, method.name, run.variant, scale, run_seed,
-                       dict(run.config, **boxes))
+                       dict(run.config, **boxes[run.variant]))
         done = finish(run.predictions, info, pred, gt_path, timings={"encode": share, "decode": run.seconds_decode},
                       limit=limit, write=write, store_root=store_root)
         out.append({"variant": run.variant, "metrics": done["metrics"], "record": done["record"],
@@ -166,7 +178,8 @@ def register(sub) -> None:
                         "(never instead of) the full split's record, and left out of the report's tables")
     p.add_argument("--detections", metavar="DETECTIONS.json",
                    help="top-down methods: crop the boxes of this COCO detection-results file (person category), "
-                        "scored by their box scores (default: the ground-truth boxes)")
+                        "scored by their box scores (default: each variant's decode.boxes, i.e. ground-truth boxes or "
+                        "ground truth jittered as a stand-in detector)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     from .argtypes import positive_int
     p.add_argument("--threads", type=positive_int, default=1,

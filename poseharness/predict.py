@@ -36,7 +36,7 @@ from .pipeline import (Decoder, ModelRunner, RunInfo, ViewImages, finish, model_
                        view_batches)
 from .store.record import check_limit, subset_name
 from .train import head_layout, inference_layout, training_only_heads
-from .views import TestTimeViews, image_views, load_detections
+from .views import BoxSource, TestTimeViews, boxes_record, image_views, load_detections
 
 
 def checkpoint_method(state: dict, path: Path, method: str | None = None) -> MethodSpec:
@@ -59,7 +59,8 @@ class PredictOptions:
     flip:            force the flip test on / off (default: the variant's ``decode.flip``)
     size, data_seed: which synthetic set (default: the one the checkpoint was trained on, for the same dataset)
     method:          load the method from this name / directory instead of the checkpoint's
-    detections:      top-down methods: a COCO detection-results file whose boxes are cropped (default: GT boxes)
+    detections:      top-down methods: a COCO detection-results file whose boxes are cropped (default: the
+                     variant's ``decode.boxes``: ground truth, or ground truth jittered)
     batch, workers:  views per forward pass, loader processes
     device, amp:     'auto' | 'cpu' | 'cuda[:N]'; AMP (float16) on CUDA
     store_root:      the results store (default: POSEHARNESS_RESULTS); write: also write a record
@@ -134,12 +135,9 @@ def _runner(module, spec: MethodSpec, state: dict, path: Path, cfg: dict, opts: 
 
 
 def _record_config(cfg: dict, path: Path, state: dict, manifest: Manifest, data: tuple, view: str, side,
-                   opts: PredictOptions) -> dict:
-    """The trained record's config: the variant's, the datasets, the checkpoint and how it was predicted."""
-    boxes = None
-    if view == "top-down":
-        boxes = "ground-truth" if opts.detections is None else {
-            "path": str(Path(opts.detections).resolve()), "sha256": file_digest(opts.detections)}
+                   opts: PredictOptions, boxes: str | dict | None) -> dict:
+    """The trained record's config: the variant's, the datasets, the checkpoint and how it was predicted (the
+    boxes: ``'ground-truth'``, the jitter settings, or the detection file's path and SHA-256)."""
     out = dict(cfg, train_dataset=cfg["dataset"], dataset=dataset_config(manifest, *data))
     out["checkpoint"] = {"path": str(path.resolve()), "sha256": file_digest(path), "step": state["step"],
                          "total_steps": state["total_steps"], "complete": state["complete"],
@@ -173,8 +171,15 @@ def predict(checkpoint: str | os.PathLike, variant: str, manifest: Manifest, spl
     samples = load_samples(manifest, split, *data, images=True, masks=False)
     n = len(samples) if opts.limit is None else min(opts.limit, len(samples))
     detections = None if opts.detections is None else load_detections(opts.detections)
-    tta = TestTimeViews.from_decode(cfg["decode"], f"{spec.source}: variant {variant!r}: decode")
-    entries = [(i, v) for i in range(n) for v in image_views(samples.record(i), view, side, detections, tta)]
+    where = f"{spec.source}: variant {variant!r}: decode"
+    tta = TestTimeViews.from_decode(cfg["decode"], where)
+    boxes = BoxSource.from_decode(cfg["decode"], where)
+    try:
+        boxes_entry = boxes_record(view, boxes, opts.detections)    # a jittered variant + a detection file: refused
+    except HarnessError as exc:
+        raise HarnessError(f"{where}: {exc}") from None
+    entries = [(i, v) for i in range(n)
+               for v in image_views(samples.record(i), view, side, detections, tta, boxes)]
     loader = DataLoader(ViewImages(samples, entries), batch_sampler=view_batches(entries, opts.batch),
                         num_workers=opts.workers, pin_memory=runner.device.type == "cuda")
     t_setup = time.perf_counter() - t_start
@@ -185,7 +190,7 @@ def predict(checkpoint: str | os.PathLike, variant: str, manifest: Manifest, spl
                                             Decoder(module, cfg, view), bar)
     scale, seed = state["scale"], state["seed"]
     info = RunInfo("trained", manifest, split, spec.name, variant, scale, seed,
-                   _record_config(cfg, path, state, manifest, data, view, side, opts))
+                   _record_config(cfg, path, state, manifest, data, view, side, opts, boxes_entry))
     pred = Path(opts.out) if opts.out is not None else predictions_path(
         "trained", manifest.name, split, spec.name, variant, scale, seed, opts.store_root)
     if opts.out is None and opts.limit is not None:   # never overwrite the full run's results and matches files

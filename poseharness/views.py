@@ -5,8 +5,9 @@ A :class:`View` is one network input made from one image: the whole image (botto
 augmentation in the pooled form (:class:`TestTimeViews`, PoseDet's: every scale and mirror of the image decoded on
 its own, the candidates of all of them pooled before the image's one pose NMS) is more views of the same image:
 rescaled inputs and mirrored ones (``View.flipped``). Boxes come from
-the ground truth (:func:`ground_truth_boxes`: annotated persons, box score 1) or from a COCO detection-results
-file (:func:`load_detections`). Whatever a method predicts in a view's input pixels goes back to the original
+the ground truth (:func:`ground_truth_boxes`: annotated persons, box score 1), from the ground truth jittered as a
+stand-in detector (:func:`jittered_boxes`, seeded per image), both chosen by a variant's ``decode.boxes``
+(:class:`BoxSource`), or from a COCO detection-results file (:func:`load_detections`). Whatever a method predicts in a view's input pixels goes back to the original
 image with :func:`to_original`.
 
 Coordinates follow :mod:`poseharness.data.augment`: pixel centres at integers, sizes ``(width, height)``.
@@ -27,6 +28,7 @@ import numpy as np
 from .data.augment import (Size, affine_points, as_size, bottom_up_affine, compose, invert_affine,
                            top_down_affine)
 from .errors import HarnessError
+from .io import file_digest
 
 KINDS = ("bottom-up", "top-down")
 
@@ -41,7 +43,8 @@ class View:
     kind:     'bottom-up' (whole image) or 'top-down' (a person crop)
     box:      top-down: (4,) float64 x, y, w, h of the person box in original pixels; None for bottom-up
     score:    the box score (1.0 for ground-truth boxes and for whole images)
-    person:   top-down with ground-truth boxes: the index of the box's person in the image; else None
+    person:   top-down with ground-truth or jittered ground-truth boxes: the index of the box's person in the
+              image; else None
     flipped:  the input is mirrored (``affine`` includes the mirror): what the network calls joint j is the
               image's joint ``flip_index[j]`` (:meth:`Decoder.view <poseharness.pipeline.Decoder.view>` swaps back)
     """
@@ -110,6 +113,112 @@ def ground_truth_boxes(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return boxes, np.ones(len(persons)), persons
 
 
+def jittered_boxes(sample: Any, centre: float, size: float, miss_rate: float, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ground-truth boxes of :func:`ground_truth_boxes` moved, resized and thinned: a stand-in detector.
+
+    Per annotated person with box (x, y, w, h), five uniform draws u0..u4 in [0, 1) (always all five, so the
+    jitter of a kept box does not depend on ``miss_rate``): the box is missed when u0 < ``miss_rate``; otherwise
+    its centre moves by (centre·w·(2·u1 − 1), centre·h·(2·u2 − 1)) and its sides become w·(1 + size·(2·u3 − 1)),
+    h·(1 + size·(2·u4 − 1)). Its score is its IoU with the person's own box, in (0, 1]: a detector that is surer of
+    better boxes, and exactly the ground truth (score 1) at zero jitter.
+    The generator is seeded with (``seed``, image id), so a box depends only on its image and the seed, not on
+    the order in which images or variants are visited.
+
+    centre, size: fractions of the box's width / height, in [0, 1); miss_rate: probability in [0, 1].
+    Returns boxes (N, 4) x, y, w, h px, scores (N,), persons (N,) (each kept box's person).
+    """
+    boxes, _, persons = ground_truth_boxes(sample)
+    rng = np.random.default_rng([int(seed), int(sample.image_id) % (1 << 64)])
+    u = rng.random((len(persons), 5))
+    keep = u[:, 0] >= miss_rate
+    w, h = boxes[:, 2], boxes[:, 3]
+    cx = boxes[:, 0] + 0.5 * w + centre * w * (2 * u[:, 1] - 1)
+    cy = boxes[:, 1] + 0.5 * h + centre * h * (2 * u[:, 2] - 1)
+    nw, nh = w * (1 + size * (2 * u[:, 3] - 1)), h * (1 + size * (2 * u[:, 4] - 1))
+    moved = np.stack([cx - 0.5 * nw, cy - 0.5 * nh, nw, nh], axis=1)
+    x0, y0 = np.maximum(moved[:, 0], boxes[:, 0]), np.maximum(moved[:, 1], boxes[:, 1])
+    x1 = np.minimum(moved[:, 0] + nw, boxes[:, 0] + w)
+    y1 = np.minimum(moved[:, 1] + nh, boxes[:, 1] + h)
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    union = nw * nh + w * h - inter
+    iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 1.0)
+    return moved[keep], iou[keep], persons[keep]
+
+
+#: The box sources a variant's ``decode.boxes.source`` names (a detection file is the ``--detections`` option).
+BOX_SOURCES = ("gt", "jittered")
+
+
+@dataclass(frozen=True)
+class BoxSource:
+    """Where a top-down variant's boxes come from, read from its ``decode.boxes`` (:meth:`from_decode`):
+    ``{source: gt}`` (the default: :func:`ground_truth_boxes`) or ``{source: jittered, centre, size, miss_rate,
+    seed}`` (:func:`jittered_boxes`). A COCO detection file is not a setting of a variant but an input of a run
+    (``--detections``); it replaces the ground-truth boxes and cannot be combined with ``jittered``."""
+
+    source: str = "gt"
+    centre: float = 0.0
+    size: float = 0.0
+    miss_rate: float = 0.0
+    seed: int = 0
+
+    @classmethod
+    def from_decode(cls, decode: dict, where: str = "decode") -> "BoxSource":
+        """The ``boxes`` entry of a decode config (absent or null: ground truth). HarnessError naming ``where``
+        and the field on a bad value."""
+        raw = decode.get("boxes")
+        if raw is None:
+            return cls()
+        fields = ("source", "centre", "size", "miss_rate", "seed")
+        if not isinstance(raw, dict) or set(raw) - set(fields):
+            raise HarnessError(f"{where}: field boxes: must be {{source: gt | jittered, centre, size, miss_rate, "
+                               f"seed}}, got {raw!r}")
+        source = raw.get("source", "gt")
+        if source not in BOX_SOURCES:
+            raise HarnessError(f"{where}: field boxes.source: must be one of {', '.join(BOX_SOURCES)} (a detection "
+                               f"file is the --detections option), got {source!r}")
+        if source == "gt" and set(raw) - {"source"}:
+            raise HarnessError(f"{where}: field boxes: ground-truth boxes take no "
+                               f"{', '.join(sorted(set(raw) - {'source'}))}")
+        for key, hi, closed in (("centre", 1.0, False), ("size", 1.0, False), ("miss_rate", 1.0, True)):
+            v = raw.get(key, 0.0)
+            if not _number(v) or v < 0 or v > hi or (v == hi and not closed):
+                raise HarnessError(f"{where}: field boxes.{key}: must be a number in [0, 1{']' if closed else ')'}"
+                                   f", got {v!r}")
+        seed = raw.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise HarnessError(f"{where}: field boxes.seed: must be a non-negative integer, got {seed!r}")
+        return cls(source, float(raw.get("centre", 0.0)), float(raw.get("size", 0.0)),
+                   float(raw.get("miss_rate", 0.0)), seed)
+
+    def boxes(self, sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The image's boxes (N, 4) px, box scores (N,) and their persons (N,)."""
+        if self.source == "jittered":
+            return jittered_boxes(sample, self.centre, self.size, self.miss_rate, self.seed)
+        return ground_truth_boxes(sample)
+
+    def record(self) -> str | dict:
+        """What a record's config says of the boxes: ``'ground-truth'``, or the jitter settings."""
+        if self.source == "gt":
+            return "ground-truth"
+        return {"source": "jittered", "centre": self.centre, "size": self.size, "miss_rate": self.miss_rate,
+                "seed": self.seed}
+
+
+def boxes_record(kind: str, box_source: "BoxSource", detections: str | Path | None) -> str | dict | None:
+    """The record's ``boxes`` entry of a run: None for whole-image views; a detection file's path and SHA-256;
+    else :meth:`BoxSource.record`. A jittered variant with a detection file is an error (two box sources)."""
+    if kind != "top-down":
+        return None
+    if detections is not None:
+        if box_source.source != "gt":
+            raise HarnessError(f"--detections {detections}: the variant's decode.boxes says source "
+                               f"{box_source.source!r}; a detection file replaces ground-truth boxes only")
+        return {"path": str(Path(detections).resolve()), "sha256": file_digest(detections)}
+    return box_source.record()
+
+
 Detections = dict[int, tuple[np.ndarray, np.ndarray]]
 
 
@@ -157,27 +266,29 @@ def mirrored(view: View) -> View:
 
 
 def image_views(sample: Any, kind: str, input_size: Size, detections: Detections | None = None,
-                tta: TestTimeViews | None = None) -> list[View]:
+                tta: TestTimeViews | None = None, boxes: BoxSource | None = None) -> list[View]:
     """The views of one image for a paradigm's view ``kind``; top-down boxes from ``detections`` when given
-    (an image without detections has no view), else from the ground truth. With ``tta``: the views at each of
-    its scales, each followed by its mirror when ``tta.flip`` (views of one input size stay adjacent)."""
+    (an image without detections has no view), else from ``boxes`` (default: the ground truth). With ``tta``:
+    the views at each of its scales, each followed by its mirror when ``tta.flip`` (views of one input size stay
+    adjacent)."""
     tta = tta or TestTimeViews()
     out: list[View] = []
     for size in tta.sizes(input_size):
-        for view in _views_at(sample, kind, size, detections):
+        for view in _views_at(sample, kind, size, detections, boxes or BoxSource()):
             out.extend([view, mirrored(view)] if tta.flip else [view])
     return out
 
 
-def _views_at(sample: Any, kind: str, input_size: Size, detections: Detections | None) -> list[View]:
+def _views_at(sample: Any, kind: str, input_size: Size, detections: Detections | None,
+              boxes: BoxSource) -> list[View]:
     if kind == "bottom-up":
         return bottom_up_views(sample, input_size)
     if kind != "top-down":
         raise HarnessError(f"unknown view {kind!r} (known: {', '.join(KINDS)})")
     if detections is None:
-        return top_down_views(sample, input_size, *ground_truth_boxes(sample))
-    boxes, scores = detections.get(int(sample.image_id), (np.zeros((0, 4)), np.zeros(0)))
-    return top_down_views(sample, input_size, boxes, scores)
+        return top_down_views(sample, input_size, *boxes.boxes(sample))
+    found = detections.get(int(sample.image_id), (np.zeros((0, 4)), np.zeros(0)))
+    return top_down_views(sample, input_size, *found)
 
 
 def to_original(poses: np.ndarray, view: View | np.ndarray) -> np.ndarray:

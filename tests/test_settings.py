@@ -15,9 +15,10 @@ from poseharness.methods import load_method, method_names, parse_method
 from poseharness.settings import settings_schema
 
 FIXTURES = Path(__file__).parent / "fixtures" / "methods"
-#: Settings the harness reads itself, not the method's code: the flip test (the predictor) and the test-time views
-#: (the predictor and the oracle).
-HARNESS_READS = {"decode": {"flip", "tta", "tta.scales", "tta.flip"}}
+#: Settings the harness reads itself, not the method's code: the flip test (the predictor), the test-time views and
+#: a top-down variant's box source (the predictor and the oracle: poseharness.views).
+HARNESS_READS = {"decode": {"flip", "tta", "tta.scales", "tta.flip", "boxes", "boxes.source", "boxes.centre",
+                            "boxes.size", "boxes.miss_rate", "boxes.seed"}}
 
 
 def copy_of(method: str, tmp_path: Path, edit) -> Path:
@@ -170,6 +171,8 @@ def reads(method: str, group: str) -> tuple[set[str], set[str]]:
         cfg[group] = Tracked(cfg[group], seen)
         targets = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in module.encode(person(), cfg).items()}
         module.decode(targets, cfg)
+        if callable(getattr(module, "merge_flip", None)):      # the flip test reads decode settings too
+            module.merge_flip(targets, targets, cfg)
         if spec.trainings[cfg["training"]].get("oracle_only"):
             continue
         torch.manual_seed(0)

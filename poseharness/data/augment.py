@@ -30,6 +30,8 @@ Size = int | tuple[int, int]
 
 # The standard top-down expansion of a person box (SimpleBaseline, HRNet, MMPose): context around the person.
 TOP_DOWN_EXPAND = 1.25
+# The expansion of a half-body crop [R: HRNet lib/dataset/JointsDataset.py half_body_transform, ``scale * 1.5``].
+HALF_BODY_EXPAND = 1.5
 
 
 def as_size(size: Size) -> tuple[int, int]:
@@ -155,9 +157,16 @@ class AugmentConfig:
                1/u. [P] PoseDet: resize factor U[0.5, 1.5], 512×512 crop, i.e. crop = (0.5, 1.5) of a 512 input.
                ``crop`` replaces the log-uniform ``scale`` zoom: with ``crop`` set, ``scale`` must be (1, 1).
                rotate / stretch / translate / flip apply on top.
+    half_body: top-down items only: the probability of HRNet's half-body crop (0, the default: off) [R: HRNet
+               lib/dataset/JointsDataset.py, ``PROB_HALF_BODY``: 0.3 in the HRNet COCO configs, 0 — unset — in
+               SimpleBaseline's]: a person with more than ``half_body_joints`` labelled joints is, with this
+               probability, cropped around its upper or its lower body instead (:func:`half_body_box`), the
+               other augmentations on top. Bottom-up items ignore it.
+    half_body_joints: the joint-count rule [R: ``NUM_JOINTS_HALF_BODY: 8``]: only persons with more labelled
+               joints than this are candidates.
 
-    Only the first five settings existed before ``centre`` and ``crop``; :meth:`as_dict` leaves the later ones out
-    while they hold their defaults, so configs (and their hashes) that do not use them are unchanged.
+    Only the first five settings existed before ``centre``, ``crop`` and ``half_body``; :meth:`as_dict` leaves the
+    later ones out while they hold their defaults, so configs (and their hashes) that do not use them are unchanged.
     """
 
     rotate: float = 30.0
@@ -167,10 +176,12 @@ class AugmentConfig:
     flip: float = 0.5
     centre: str = "input"
     crop: tuple[float, float] | None = None
+    half_body: float = 0.0
+    half_body_joints: int = 8
 
     #: Settings added after configs were first hashed, with their defaults: omitted from :meth:`as_dict` when
     #: they hold these values.
-    OPTIONAL = {"centre": "input", "crop": None}
+    OPTIONAL = {"centre": "input", "crop": None, "half_body": 0.0, "half_body_joints": 8}
 
     def __post_init__(self) -> None:
         problems = []
@@ -192,6 +203,14 @@ class AugmentConfig:
             elif _is_range(self.scale) and tuple(self.scale) != (1.0, 1.0):
                 problems.append(f"crop replaces scale: with crop {self.crop!r} give scale (1, 1), "
                                 f"got scale {self.scale!r}")
+        if not (_is_number(self.half_body) and 0 <= self.half_body <= 1):
+            problems.append(f"half_body must be a probability in [0, 1], got {self.half_body!r}")
+        elif self.half_body > 0 and self.centre == "person":
+            problems.append("half_body and centre 'person' exclude each other (the person centre would move a "
+                            "half-body crop back onto the whole person)")
+        if not (isinstance(self.half_body_joints, (int, np.integer)) and not isinstance(self.half_body_joints, bool)
+                and self.half_body_joints >= 0):
+            problems.append(f"half_body_joints must be a non-negative integer, got {self.half_body_joints!r}")
         if problems:
             raise HarnessError("augmentation settings: " + "; ".join(problems))
 
@@ -300,6 +319,43 @@ def sample_augmentation(config: AugmentConfig, rng: np.random.Generator, input_s
             k = min(int(u * len(pts)), len(pts) - 1)
             params = dataclasses.replace(params, centre=(float(pts[k, 0]), float(pts[k, 1])), person=k)
     return params
+
+
+def upper_body(names) -> np.ndarray:
+    """(K,) bool for a schema's keypoint names: the joints of HRNet's upper body — every joint whose name holds
+    none of hip, knee, ankle. COCO: 0-10, HRNet's ``upper_body_ids`` [R: lib/dataset/coco.py]; CrowdPose:
+    shoulders, elbows, wrists, head, neck = 0-5, 12, 13, the ``upper_body_ids`` of the HRNet-style CrowdPose
+    loaders (e.g. DEKR's, MMPose 0.x)."""
+    return np.array([not any(part in n for part in ("hip", "knee", "ankle")) for n in names], dtype=bool)
+
+
+def sample_half_body(config: AugmentConfig, rng: np.random.Generator, keypoints: np.ndarray,
+                     upper: np.ndarray) -> np.ndarray | None:
+    """One draw of the half-body crop for one person: the pseudo box (4,) x, y, w, h in image pixels that
+    :func:`top_down_affine` crops with ``HALF_BODY_EXPAND``, or None (keep the person's own box).
+
+    Always draws two values from ``rng`` (after :func:`sample_augmentation`'s, so that the others' streams are
+    unchanged): u ~ U[0, 1) and z ~ N(0, 1). As HRNet's ``__getitem__`` / ``half_body_transform`` [R]: the person
+    is a candidate when it has more than ``config.half_body_joints`` labelled joints and u < ``config.half_body``;
+    the upper body is chosen when z < 0.5 (the code's ``np.random.randn() < 0.5``: probability 0.69, not 0.5) and
+    it has more than 2 labelled joints, else the lower body if it has more than 2, else the upper; fewer than 2
+    chosen joints: None. The box is centred on the chosen joints' mean with their extent as its size.
+
+    keypoints: (K, 3) the person's joints in image pixels (v > 0 labelled); upper: (K,) bool (:func:`upper_body`).
+    """
+    u = float(rng.random())
+    z = float(rng.standard_normal())
+    kp = np.asarray(keypoints, dtype=np.float64)
+    labelled = kp[:, 2] > 0
+    if not (labelled.sum() > config.half_body_joints and u < config.half_body):
+        return None
+    up, low = kp[labelled & upper, :2], kp[labelled & ~upper, :2]
+    chosen = up if (z < 0.5 and len(up) > 2) else (low if len(low) > 2 else up)
+    if len(chosen) < 2:
+        return None
+    centre = chosen.mean(axis=0)
+    size = chosen.max(axis=0) - chosen.min(axis=0)
+    return np.array([centre[0] - size[0] / 2, centre[1] - size[1] / 2, size[0], size[1]])
 
 
 def augmentation_affine(params: AugmentParams, input_size: Size) -> np.ndarray:

@@ -23,8 +23,9 @@ from torch.utils.data import Dataset, default_collate
 
 from ..errors import HarnessError
 from .annotations import AnnotationIndex, ImageRecord, load_annotation_file
-from .augment import (AugmentConfig, Size, as_size, augmentation_affine, bottom_up_affine, compose,
-                      person_centres, sample_augmentation, top_down_affine, transform_sample)
+from .augment import (HALF_BODY_EXPAND, AugmentConfig, Size, as_size, augmentation_affine, bottom_up_affine,
+                      compose, person_centres, sample_augmentation, sample_half_body, top_down_affine,
+                      transform_sample, upper_body)
 from .manifest import Manifest
 from .sample import Sample
 
@@ -191,7 +192,8 @@ class PoseDataset(Dataset):
     view 'top-down':  one item per annotated person (not crowd, ``num_keypoints`` > 0), cropped from its box with
                       the standard ×1.25 expansion; the item's per-person arrays hold that person only.
     augment:      random scale / rotation / translation / flip (and, opt-in, a crop centred on a random person:
-                  :class:`AugmentConfig` ``centre`` / ``crop``) composed with the view into one affine; None = no
+                  :class:`AugmentConfig` ``centre`` / ``crop``; for top-down items HRNet's half-body crop:
+                  ``half_body``) composed with the view into one affine; None = no
                   augmentation (evaluation). Each item's parameters come from a generator seeded with
                   (augment_seed, epoch, index), never from global state, so any worker produces the same item.
     encode:       ``encode(sample) -> dict`` of the method's training targets, run in the workers on the
@@ -220,6 +222,7 @@ class PoseDataset(Dataset):
         self.encode = encode
         self.augment_seed = int(augment_seed)
         self.epoch = 0
+        self.upper = upper_body(self.schema.keypoints)
         if view == "bottom-up":
             self.items = [(i, -1) for i in range(len(self.samples))]
         else:
@@ -253,6 +256,10 @@ class PoseDataset(Dataset):
             keep = np.flatnonzero(~ignored_persons(r)) if person < 0 else np.array([person])
             centres = person_centres(r.boxes[keep], m)
         params = sample_augmentation(self.augment, rng, self.input_size, persons=centres)
+        if self.augment.half_body > 0 and person >= 0:
+            box = sample_half_body(self.augment, rng, r.keypoints[person], self.upper)
+            if box is not None:
+                m = top_down_affine(box, self.input_size, HALF_BODY_EXPAND)
         return compose(augmentation_affine(params, self.input_size), m), params.flip
 
     def transformed_sample(self, index: int) -> Sample:
