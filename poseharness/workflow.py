@@ -27,7 +27,9 @@ from .provenance import config_hash
 #: Target rules the workflow defines itself; no method may declare an alias of these names.
 BUILTIN_TARGETS = ("reproduce-all", "oracle-all", "bench-all", "report")
 #: Benches with a rule of their own in bench.smk (per method or dataset); no method may declare these.
-GENERIC_BENCHES = ("evaluate", "oracle", "train")
+GENERIC_BENCHES = ("evaluate", "oracle", "train", "crowd")
+#: The methods `bench crowd` compares by default (a top-down and a bottom-up one), when config selects them.
+CROWD_METHODS = ("simple_baseline", "gog")
 
 Untrainable = Callable[[MethodSpec], "str | None"]
 
@@ -481,13 +483,28 @@ def method_benches(specs: Mapping[str, MethodSpec]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def crowd_methods(specs: Mapping[str, MethodSpec]) -> list[str]:
+    """The top-down and the bottom-up method `bench crowd` times (:data:`CROWD_METHODS` when selected, else the
+    first selected of each paradigm); empty unless ``specs`` hold one of each."""
+    out = []
+    for paradigm in ("top-down", "bottom-up"):
+        names = [n for n in (*CROWD_METHODS, *specs) if n in specs and specs[n].paradigm == paradigm]
+        if not names:
+            return []
+        out.append(names[0])
+    return out
+
+
 def bench_targets(config: dict, layout: Layout, specs: Mapping[str, MethodSpec],
                   untrainable: Untrainable = untrainable) -> list[str]:
     """One of each bench per method of ``specs``: evaluation on the COCO stand-in, the benches the methods
-    declare, each method's first oracle column and its first trained column's training (when it can be
+    declare, the model time against persons per image of a top-down and a bottom-up method (when both are
+    selected), each method's first oracle column and its first trained column's training (when it can be
     trained)."""
     out = [f"{layout.bench}/evaluate/{dataset_for(config, 'coco')}/val.json"]
     out += [f"{layout.bench}/{name}.json" for name in method_benches(specs)]
+    if crowd_methods(specs):
+        out.append(f"{layout.bench}/crowd.json")
     for m, s in specs.items():
         tables = [t for t in s.tables().values() if t.columns]
         oracle = next((t for t in tables if t.kind == "oracle"), None)

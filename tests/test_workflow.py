@@ -156,7 +156,7 @@ def test_oracle_all_runs_every_oracle_table_and_trains_nothing(tmp_path):
     assert len([c for c in commands if c[0] == "oracle"]) == len(expected)
     declared = {b for name in method_names() for b in load_method(name).raw.get("benches", [])}
     assert {"decode", "nms"} <= declared          # gog's decoder stages, posedet's pose NMS
-    assert {c[1] for c in commands if c[0] == "bench"} == {"evaluate", "oracle", "train"} | declared
+    assert {c[1] for c in commands if c[0] == "bench"} == {"evaluate", "oracle", "train", "crowd"} | declared
     assert_cli_accepts(commands)
     # Both methods' oracle tables are in, simple_pose's on COCO and OCHuman stand-ins.
     assert ("simple_pose", "paf", "synthetic-ochuman") in expected

@@ -273,9 +273,13 @@ def test_bench_targets_per_method_and_declared_benches(specs):
         training = wf.training_of(spec, trained.columns[0])
         data = wf.dataset_for(config(), trained.dataset)
         assert f"results/bench/train/{data}/{name}/{training}/tiny.json" in targets
-    assert len(targets) == 3 + 2 * len(specs)
+    assert "results/bench/crowd.json" in targets           # a top-down and a bottom-up method are selected
+    assert wf.crowd_methods(specs) == ["simple_baseline", "gog"]
+    assert len(targets) == 4 + 2 * len(specs)
     only = {"simple_pose": specs["simple_pose"]}
     assert "results/bench/decode.json" not in wf.bench_targets(config(), LAYOUT, only, trainable)
+    assert "results/bench/crowd.json" not in wf.bench_targets(config(), LAYOUT, only, trainable)
+    assert wf.crowd_methods({n: specs[n] for n in ("kcam", "simple_pose")}) == ["kcam", "simple_pose"]
     untrained = wf.bench_targets(config(), LAYOUT, only, lambda spec: "no model")
     assert not any("/train/" in f for f in untrained)
 

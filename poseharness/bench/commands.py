@@ -7,7 +7,8 @@ perturbed into predictions) and checks that they give the same figures (exit sta
 A method adds benches of its own code (``benches:`` in its method.yaml, each ``bench_<name>.py`` in its
 directory), e.g. GOG's ``poseharness bench decode``; ``poseharness bench oracle`` times each
 stage of one oracle variant over a whole split (:mod:`.oracle`); ``poseharness bench curve RUN_DIR`` scores the
-snapshots of a training (a learning curve, :mod:`.curve`).
+snapshots of a training (a learning curve, :mod:`.curve`); ``poseharness bench crowd`` times a top-down and a
+bottom-up model against the number of persons per image (:mod:`.crowd`).
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_oracle(verbs)
     from .curve import register as register_curve      # bench curve
     register_curve(verbs)
+    from .crowd import register as register_crowd      # bench crowd
+    register_crowd(verbs)
     register_method_benches(verbs)
 
 

@@ -10,6 +10,8 @@ one :class:`~poseharness.report.tables.TableView` per (method, paper table) and 
     <out>/<method>/<table>.png|svg reproduced (with error bars) vs published bars, oracle bounds beside
     <out>/<method>/speed.png|svg   speed vs accuracy (only once speed records exist)
     <out>/<method>/curves.png|svg  learning curves, from ``<results>/curves/<method>/*.json`` (``bench curve``)
+    <out>/bench/crowd.png|svg      model time against persons per image, from ``<results>/bench/crowd.json``
+                                   (``bench crowd``, the workflow's ``bench_crowd`` rule), when it exists
     <out>/index.html               links everything; opens from the file system, no network
 """
 from __future__ import annotations
@@ -71,6 +73,14 @@ def learning_curves(store: Path, method: str) -> list[dict]:
     return [read_json(path, "learning curve") for path in sorted((store / "curves" / method).glob("*.json"))]
 
 
+def crowd_bench(store: Path) -> dict | None:
+    """The ``bench crowd`` document the workflow writes (``<store>/bench/crowd.json``), or None."""
+    from ..io import read_json
+
+    path = store / "bench" / "crowd.json"
+    return read_json(path, "crowd bench") if path.is_file() else None
+
+
 def build_report(results: str | os.PathLike | None = None, out: str | os.PathLike | None = None, *,
                  method: str | None = None, dataset: str | None = None,
                  scale: str | None = None) -> ReportResult:
@@ -82,7 +92,7 @@ def build_report(results: str | os.PathLike | None = None, out: str | os.PathLik
     from ..store import load_table
     from ..store.store import store_root
     from .html import index_page, table_page
-    from .plots import curve_figure, save_figure, speed_figure, table_figure
+    from .plots import crowd_caption, crowd_figure, curve_figure, save_figure, speed_figure, table_figure
 
     source = store_root(results) / "results.parquet"
     if not source.is_file():
@@ -134,7 +144,13 @@ def build_report(results: str | os.PathLike | None = None, out: str | os.PathLik
         if figure is not None:
             result.files += save_figure(figure, out / spec.name / "curves")
             curves[spec.name] = f"{spec.name}/curves"
+    crowd = None
+    doc = crowd_bench(store_root(results))
+    figure = crowd_figure(doc) if doc is not None else None
+    if figure is not None:
+        result.files += save_figure(figure, out / "bench" / "crowd")
+        crowd = ("bench/crowd", crowd_caption(doc))
     result.files.append(write_text_atomic(result.index, index_page(
-        entries, speed=speed, curves=curves, left_out=result.left_out, source=str(source), rows=len(shown),
-        generated=generated, filters=filters)))
+        entries, speed=speed, curves=curves, crowd=crowd, left_out=result.left_out, source=str(source),
+        rows=len(shown), generated=generated, filters=filters)))
     return result

@@ -300,10 +300,21 @@ def _curves_html(method: str, stem: str) -> str:
             "</figcaption></figure>")
 
 
+def _crowd_html(stem: str, caption: str) -> str:
+    return ('<h2 id="bench-crowd">Model time against persons per image</h2>'
+            f'<figure><img src="{escape(stem)}.svg" alt="model time per image and per person against persons per '
+            f'image"><figcaption class="muted">Top-down methods run the model once per person crop, bottom-up '
+            f"ones once per image (<code>poseharness bench crowd</code>). {escape(caption)} · "
+            f'<a href="{escape(stem)}.png">PNG</a> · <a href="{escape(stem)}.svg">SVG</a>'
+            "</figcaption></figure>")
+
+
 def index_page(entries: list[dict], *, speed: dict[str, str], left_out: Iterable[tuple[str, int]],
-               source: str, rows: int, generated: str, filters: str, curves: dict[str, str] | None = None) -> str:
+               source: str, rows: int, generated: str, filters: str, curves: dict[str, str] | None = None,
+               crowd: tuple[str, str] | None = None) -> str:
     """``index.html``. ``entries``: dicts with view, html, md, png, svg (paths relative to the index);
-    ``speed`` / ``curves``: method -> relative plot stem; ``left_out``: (reason, row count)."""
+    ``speed`` / ``curves``: method -> relative plot stem; ``crowd``: (relative plot stem, caption) of the
+    ``bench crowd`` figure; ``left_out``: (reason, row count)."""
     body = ["<h1>poseharness report</h1>",
             f'<p class="muted">Rendered from <code>{escape(source)}</code> ({rows} row'
             f"{'s' * (rows != 1)}{filters}) on {escape(generated)}. Only real data at the paper's "
@@ -347,6 +358,8 @@ def index_page(entries: list[dict], *, speed: dict[str, str], left_out: Iterable
     for method, stem in (curves or {}).items():
         if method not in by_method:
             body.append(f'<h2 id="{escape(method)}">{escape(method)}</h2>' + _curves_html(method, stem))
+    if crowd is not None:
+        body.append(_crowd_html(*crowd))
     left = list(left_out)
     if left:
         body.append("<h2>Rows not shown in any table</h2><ul>")

@@ -10,6 +10,8 @@
   reference line labelled with the column's label; published points, where the paper gives numbers, dotted.
 - :func:`speed_figure`: ms per image against accuracy, once ``speed`` records exist.
 - :func:`curve_figure`: learning curves (``poseharness bench curve``), AP against optimiser steps and CPU-minutes.
+- :func:`crowd_figure`: model time per image and per person against persons per image (``poseharness bench
+  crowd``), one line per method: a top-down method's cost grows with the crowd, a bottom-up one's hardly.
 All are saved as PNG and SVG by :func:`save_figure`, atomically and reproducibly (no dates, fixed ids).
 """
 from __future__ import annotations
@@ -298,6 +300,71 @@ def curve_figure(curves: list[dict], title: str):
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     return fig
+
+
+def crowd_figure(doc: dict):
+    """Model ms per image (left) and per person (right) against persons per image, one line per (method, weights)
+    of a ``bench crowd --out`` document; the y axes logarithmic when the times span more than 10x. None when the
+    document has no row."""
+    lines: dict[tuple, list[dict]] = {}
+    for r in doc.get("rows") or ():
+        lines.setdefault((r["method"], r["view"], r.get("weights", "")), []).append(r)
+    if not lines:
+        return None
+    fig = _figure(9.6, 3.8)
+    axes = fig.subplots(1, 2, sharex=True)
+    for i, ((method, view, weights), rows) in enumerate(lines.items()):
+        rows = sorted(rows, key=lambda r: r["persons_per_image"])
+        style = {"color": SERIES[i % len(SERIES)], "marker": MARKERS[i % len(MARKERS)], "markersize": 4,
+                 "linestyle": "-" if view == "top-down" else "--"}
+        label = f"{method} ({view}{'' if weights in ('', 'random-init') else ', trained'})"
+        xs = [r["persons_per_image"] for r in rows]
+        axes[0].plot(xs, [r["model_ms_per_image"] for r in rows], label=label, **style)
+        per = [(x, r["model_ms_per_person"]) for x, r in zip(xs, rows) if r.get("model_ms_per_person")]
+        axes[1].plot([x for x, _ in per], [v for _, v in per], label=label, **style)
+    for ax, key, name in ((axes[0], "model_ms_per_image", "model ms per image"),
+                          (axes[1], "model_ms_per_person", "model ms per person")):
+        values = [r[key] for rows in lines.values() for r in rows if r.get(key)]
+        if values and max(values) / min(values) > 10:
+            from matplotlib.ticker import FuncFormatter
+
+            ax.set_yscale("log")
+            plain = FuncFormatter(lambda v, _: f"{v:g}")       # 40, not 4 x 10^1
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
+        ax.set_xlabel("persons per image")
+        ax.set_ylabel(name)
+        ax.grid(color="#e4e7ec", linewidth=0.6)
+    xs = sorted({r["persons_per_image"] for rows in lines.values() for r in rows})
+    if xs and min(xs) > 0 and max(xs) / min(xs) >= 8:
+        for ax in axes:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    axes[0].legend(fontsize=7)
+    threads = doc.get("threads")
+    fig.suptitle(f"model time against persons per image ({doc.get('device', '?')}"
+                 + (f", {threads} thread{'s' * (threads != 1)}" if threads else "") + ")", fontsize=10)
+    return fig
+
+
+def crowd_caption(doc: dict) -> str:
+    """What a ``bench crowd`` figure ran on, and what its figures may be compared with (plain text)."""
+    device = doc.get("device", "?")
+    threads = doc.get("threads")
+    hw = doc.get("hardware_summary") or "unknown hardware"
+    methods = ", ".join(dict.fromkeys(f"{r['method']} at {r.get('scale') or '?'} ({r.get('input')} input)"
+                                      for r in doc.get("rows") or ()))
+    text = (f"Model forward time only (eval mode, inference_mode, batch {doc.get('batch', '?')}, median of "
+            f"{doc.get('repeat', '?')} passes) on {doc.get('images', '?')} synthetic images per count; {methods}. "
+            f"Hardware: {hw}; device {device}"
+            + (f", {threads} compute thread{'s' * (threads != 1)}" if threads else "")
+            + f", torch {doc.get('torch', '?')}. ")
+    if device == "cpu":
+        text += ("CPU figures at a reduced scale are not comparable to a paper's GPU figures: read the shape "
+                 "(top-down grows with the crowd, bottom-up hardly), not the milliseconds.")
+    else:
+        text += "Figures from other hardware or scales are not comparable to these."
+    return text
 
 
 def save_figure(fig, stem: Path) -> list[Path]:

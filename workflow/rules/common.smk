@@ -43,6 +43,8 @@ USED_DATASETS = harness(wf.used_datasets, config, SPECS)
 #: Alias targets every method directory declares (`targets:`), and the benches the selected ones do.
 ALIASES = harness(wf.method_aliases, harness(wf.declarations, methods_dir(), KNOWN_METHODS, SPECS))
 BENCHES = harness(wf.method_benches, SPECS)
+#: The top-down and bottom-up methods `bench crowd` compares (none unless both paradigms are selected).
+CROWD_METHODS = wf.crowd_methods(SPECS)
 
 
 def prepared(name: str, split: str) -> str:
