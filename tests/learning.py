@@ -6,10 +6,14 @@ with one compute thread beside one loader process (two threads plus a loader ove
 and run several times slower, measured), and both the final checkpoint and the run's own initial weights (the
 trainer seeds the model with the training seed, then builds it) are predicted with ``variant`` and evaluated
 with the official protocol on the val split. Seeds are fixed; on the CPU the trainer is deterministic.
+
+``POSEHARNESS_TEST_THREADS`` (default 1) sets the compute threads, to measure the margins at another thread count
+(float reductions in another order: another trajectory of the same training).
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,8 @@ from poseharness.threads import torch_threads
 from poseharness.train import TrainResult, seed_everything, train
 
 REPO = Path(__file__).resolve().parents[1]
+#: Compute threads of the learning runs (POSEHARNESS_TEST_THREADS, default 1).
+THREADS = int(os.environ.get("POSEHARNESS_TEST_THREADS", "1"))
 
 #: Easier images than synthetic-coco's defaults (the other generator settings are the manifest's): 1-3 persons of
 #: 40-95 % of the image height, no crowd regions, fewer occluders, so that minutes of one CPU core teach a tiny net
@@ -43,7 +49,7 @@ class LearningRun:
 
     def report(self, title: str) -> str:
         s = self.seconds
-        lines = [f"{title} ({self.run.total_steps} steps); data {s['data']:.0f} s, training {s['training']:.0f} s, "
+        lines = [f"{title} ({self.run.total_steps} steps, {THREADS} thread{'s' if THREADS > 1 else ''}); data {s['data']:.0f} s, training {s['training']:.0f} s, "
                  f"total {s['total']:.0f} s; losses "
                  + ", ".join(f"{k} {v:.3g}" for k, v in (self.run.losses or {}).items())]
         for name, m in self.metrics.items():
@@ -69,7 +75,7 @@ def learning_run(tmp_path: Path, monkeypatch, method: str, training: str, varian
     t_data = time.perf_counter() - start
 
     spec = load_method(method)
-    with torch_threads(1):
+    with torch_threads(THREADS):
         run = train(spec, training, manifest, scale, seed=seed, steps=steps, out=tmp_path / "run", device="cpu",
                     workers=1, progress=False, log=lambda *_: None)
         assert run.complete and run.step == run.total_steps
