@@ -247,3 +247,16 @@ def test_mirror_maps_undoes_a_horizontal_flip(variant):
     np.testing.assert_allclose(back, maps, atol=1e-6)
     merged = MOD.merge_flip({"maps": torch.from_numpy(maps)}, {"maps": torch.from_numpy(flipped)}, cfg)["maps"]
     np.testing.assert_allclose(merged.numpy(), maps, atol=1e-6)
+
+
+def test_scatter_mean_with_no_counted_cell_gives_zero_maps():
+    # A training crop where no limb of any person is in view: no cell counts. numpy refuses reshape(0, -1), which
+    # crashed the imhn3_paf training of reproduce-simple_pose-table1 (DataLoader worker, encode_pafs).
+    types, ux, uy = np.array([0, 1]), np.zeros((2, 3), int), np.zeros((2, 2), int)
+    none = np.zeros((2, 2, 3), bool)
+    assert rep._scatter_mean(types, ux, uy, np.ones((2, 2, 3)), none, 2, (4, 5)).shape == (2, 4, 5)
+    pafs = rep._scatter_mean(types, ux, uy, np.ones((2, 2, 3, 2)), none, 2, (4, 5))
+    assert pafs.shape == (2, 2, 4, 5) and not pafs.any()
+    one = none.copy()
+    one[0, 0, 0] = True
+    assert rep._scatter_mean(types, ux, uy, np.ones((2, 2, 3, 2)), one, 2, (4, 5))[0, :, 0, 0].tolist() == [1.0, 1.0]

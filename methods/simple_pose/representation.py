@@ -176,7 +176,9 @@ def _scatter_mean(types: np.ndarray, ux, uy, values: np.ndarray, counted: np.nda
     size = n_types * height * width
     count = np.bincount(idx, minlength=size)
     hit = count > 0
-    vals = values[counted].reshape(len(idx), -1)
+    # (M, D): the trailing size is explicit, so no counted cell at all (a crop where no limb is in view) gives
+    # (0, D) instead of numpy's error on reshape(0, -1)
+    vals = values[counted].reshape(len(idx), int(np.prod(values.shape[3:], dtype=int)))
     out = np.zeros((vals.shape[1], size), dtype=np.float32)
     for dim in range(vals.shape[1]):
         sums = np.bincount(idx, weights=vals[:, dim], minlength=size)
