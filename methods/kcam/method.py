@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from poseharness.codecs.top_down import decode_heatmaps, encode_crop_heatmaps
 from poseharness.contract import method_module, resolve_method
-from poseharness.errors import HarnessError
 from poseharness.schemas import get_schema
 
 from .loss import kcam_loss
-from .model import HRNET_STRIDE, HRNETS, TRUNK_STRIDE, KCAMPoseNet
+from .model import HRNET_STRIDE, HRNETS, KCAMPoseNet
 
 paradigm = "top-down"
 
@@ -52,17 +50,9 @@ def build_model(cfg: dict) -> KCAMPoseNet:
 
 
 def encode(sample, cfg: dict) -> dict:
-    """Targets of one crop, SimpleBaseline's: ``heatmaps`` (K, H/s, W/s) float32 (the targets of both the soft
-    areas and the final maps) and ``target_weight`` (K,) float32 (all ones when ``loss.target_weight`` is false)."""
-    if sample.height % TRUNK_STRIDE or sample.width % TRUNK_STRIDE:
-        raise HarnessError(f"config of {cfg.get('method')!r}: field scale.input: {sample.width}x{sample.height} "
-                           f"is not a multiple of {TRUNK_STRIDE} (the backbone's stride) on both sides")
-    s, e = output_stride(cfg), cfg["encoding"]
-    maps, weights = encode_crop_heatmaps(sample.keypoints, (sample.height // s, sample.width // s), s,
-                                         sigma=e["sigma"], unbiased=e["unbiased"])
-    if not cfg["loss"]["target_weight"]:
-        weights = np.ones_like(weights)
-    return {"heatmaps": maps, "target_weight": weights}
+    """Targets of one crop, SimpleBaseline's (``crop_targets``): ``heatmaps`` (the targets of both the soft areas
+    and the final maps) and ``target_weight``."""
+    return base.crop_targets(sample, cfg, output_stride(cfg))
 
 
 def loss(outputs: dict, batch: dict, cfg: dict) -> dict:
@@ -71,10 +61,6 @@ def loss(outputs: dict, batch: dict, cfg: dict) -> dict:
 
 
 def decode(outputs: dict, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """One pose per crop from the final ``heatmaps`` (the soft areas are not decoded): (1, K, 3) [x, y, peak] in the
-    crop's input pixels, and its score (the mean peak; the per-image step replaces it by box score × mean of the
-    peaks above 0.2)."""
-    d = cfg["decode"]
-    pose = decode_heatmaps(outputs["heatmaps"], output_stride(cfg), refine=d["refine"],
-                           dark_kernel=d["dark_kernel"]).cpu().numpy()
-    return pose[None], np.array([float(pose[:, 2].mean())])
+    """One pose per crop from the final ``heatmaps`` (the soft areas are not decoded), SimpleBaseline's
+    ``crop_pose``."""
+    return base.crop_pose(outputs, cfg, output_stride(cfg))

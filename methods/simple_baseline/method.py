@@ -42,15 +42,21 @@ def build_model(cfg: dict) -> PoseResNet:
 
 
 def encode(sample, cfg: dict) -> dict:
-    """Targets of one crop (the loader's top-down item, or the oracle's view): ``heatmaps`` (K, H/s, W/s) float32
-    and ``target_weight`` (K,) float32 (all ones when ``loss.target_weight`` is false, as HRNet without
-    ``USE_TARGET_WEIGHT``)."""
+    """Targets of one crop (the loader's top-down item, or the oracle's view): :func:`crop_targets` at this
+    network's output stride."""
+    return crop_targets(sample, cfg, output_stride(cfg))
+
+
+def crop_targets(sample, cfg: dict, stride: int) -> dict:
+    """``heatmaps`` (K, H/stride, W/stride) float32 and ``target_weight`` (K,) float32 of one crop (all ones when
+    ``loss.target_weight`` is false, as HRNet without ``USE_TARGET_WEIGHT``); shared with the methods built on
+    this one (kcam)."""
     if sample.height % TRUNK_STRIDE or sample.width % TRUNK_STRIDE:
         raise HarnessError(f"config of {cfg.get('method')!r}: field scale.input: {sample.width}x{sample.height} "
-                           f"is not a multiple of {TRUNK_STRIDE} (the ResNet's stride) on both sides")
-    s, e = output_stride(cfg), cfg["encoding"]
-    maps, weights = encode_crop_heatmaps(sample.keypoints, (sample.height // s, sample.width // s), s,
-                                         sigma=e["sigma"], unbiased=e["unbiased"])
+                           f"is not a multiple of {TRUNK_STRIDE} (the backbone's stride) on both sides")
+    e = cfg["encoding"]
+    maps, weights = encode_crop_heatmaps(sample.keypoints, (sample.height // stride, sample.width // stride),
+                                         stride, sigma=e["sigma"], unbiased=e["unbiased"])
     if not cfg["loss"]["target_weight"]:
         weights = np.ones_like(weights)
     return {"heatmaps": maps, "target_weight": weights}
@@ -62,11 +68,15 @@ def loss(outputs: dict, batch: dict, cfg: dict) -> dict:
 
 
 def decode(outputs: dict, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """One pose per crop: (1, K, 3) [x, y, peak value] in the crop's input pixels, and its score (the mean peak;
-    the per-image step replaces it by box score × mean of the peaks above 0.2)."""
+    """One pose per crop: :func:`crop_pose` at this network's output stride."""
+    return crop_pose(outputs, cfg, output_stride(cfg))
+
+
+def crop_pose(outputs: dict, cfg: dict, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """One pose per crop from its ``heatmaps``: (1, K, 3) [x, y, peak value] in the crop's input pixels, and its
+    score (the mean peak; the per-image step replaces it by box score × mean of the peaks above 0.2)."""
     d = cfg["decode"]
-    pose = decode_heatmaps(outputs["heatmaps"], output_stride(cfg), refine=d["refine"],
-                           dark_kernel=d["dark_kernel"]).cpu().numpy()
+    pose = decode_heatmaps(outputs["heatmaps"], stride, refine=d["refine"], dark_kernel=d["dark_kernel"]).cpu().numpy()
     return pose[None], np.array([float(pose[:, 2].mean())])
 
 
