@@ -8,10 +8,13 @@ import torch
 
 
 @contextlib.contextmanager
-def torch_threads(n: int):
-    """``torch.set_num_threads(max(1, n))`` inside the block, the previous count after it."""
+def torch_threads(n: int | None):
+    """``torch.set_num_threads(max(1, n))`` inside the block, the previous count after it; ``None`` leaves torch's
+    count as it is (a command's ``--threads`` left out). A command run in-process (by a test) must not change the
+    count for the rest of the process: another thread count changes float reductions, and so trained weights."""
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
+    if n is not None:
+        torch.set_num_threads(max(1, int(n)))
     try:
         yield
     finally:

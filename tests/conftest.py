@@ -36,6 +36,28 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(text)
 
 
+@pytest.fixture(autouse=True)
+def torch_state_is_left_as_found():
+    """A test (or a command it runs in this process) that changes torch's thread count, determinism or matmul
+    precision and does not restore it fails here: a later test comparing weights trained in this process with
+    weights trained in a subprocess would otherwise see other float reductions (CI stop 23: a bench's --threads 1
+    leaked into the SIGKILL-resume test)."""
+    import torch
+
+    def state():
+        return (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                torch.get_float32_matmul_precision())
+    before = state()
+    yield
+    after = state()
+    if after != before:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1])
+        torch.set_float32_matmul_precision(before[2])
+        pytest.fail(f"torch state (threads, deterministic, matmul precision) changed from {before} to {after} "
+                    "and was not restored", pytrace=False)
+
+
 def tiny_synthetic(tmp_path_factory, manifest: str):
     """A folder holding the tiny size of synthetic set ``manifest``, generated there (POSEHARNESS_DATA restored
     afterwards)."""

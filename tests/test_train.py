@@ -18,6 +18,7 @@ from poseharness.contract import method_module, resolve_manifest, resolve_method
 from poseharness.data.manifest import load_manifest
 from poseharness.errors import HarnessError
 from poseharness.methods import load_method_file
+from poseharness.threads import torch_threads
 from poseharness.train import epoch_batches, train
 
 TOY = Path(__file__).resolve().parent / "fixtures" / "methods" / "toy"
@@ -34,15 +35,21 @@ def toy_copy(tmp_path: Path, edit) -> Path:
     return dest
 
 
+#: The CLI subprocesses train on one thread, as ``train_toy`` does in this process: weights compared bit for bit
+#: must come from the same float reductions.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def run_cli(*args, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "poseharness", *args], capture_output=True, text=True, cwd=REPO,
-                          **kw)
+                          env=kw.pop("env", ONE_THREAD), **kw)
 
 
 def train_toy(out: Path, steps: int, every: int):
-    """In this process, what ``toy_args`` asks the CLI for."""
-    return train(resolve_method(TOY), "base", load_manifest("synthetic-coco"), "tiny", size="tiny", steps=steps,
-                 checkpoint_every=every, out=out, progress=False, device="cpu", log=lambda *_: None)
+    """In this process and on one thread, what ``toy_args`` asks the CLI for."""
+    with torch_threads(1):
+        return train(resolve_method(TOY), "base", load_manifest("synthetic-coco"), "tiny", size="tiny", steps=steps,
+                     checkpoint_every=every, out=out, progress=False, device="cpu", log=lambda *_: None)
 
 
 def toy_args(out: Path, steps: int, every: int) -> list[str]:
@@ -143,7 +150,7 @@ def test_resume_after_sigkill_is_bit_identical(env):
 
     cut = env / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "poseharness", *toy_args(cut, steps, every)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)
     deadline = time.monotonic() + 60
     while not (cut / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -27,6 +27,7 @@ import torch
 
 from poseharness.errors import HarnessError
 from poseharness.io import write_json_atomic
+from poseharness.threads import torch_threads
 
 #: Persons per image (1..10) among images with persons, shaped like COCO val's (mean ~2.9).
 PERSONS_PER_IMAGE = np.array([0.40, 0.20, 0.11, 0.08, 0.06, 0.05, 0.04, 0.03, 0.02, 0.01])
@@ -342,12 +343,13 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench_decode(args: argparse.Namespace) -> int:
+    with torch_threads(args.threads):
+        return _bench_decode(args)
+
+
+def _bench_decode(args: argparse.Namespace) -> int:
     if args.images < 1 or args.repeat < 1:
         raise HarnessError("--images and --repeat must be positive")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise HarnessError("--threads must be positive")
-        torch.set_num_threads(args.threads)
     limb_sets = {"19": ("standard",), "44": ("dense",), "both": ("standard", "dense")}[args.limbs]
     threads = torch.get_num_threads()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -33,6 +33,7 @@ import torch
 
 from poseharness.errors import HarnessError
 from poseharness.io import write_json_atomic
+from poseharness.threads import torch_threads
 
 #: The variants whose per-image step is timed by default: OKS-NMS (the paper's) and IoU-NMS (Table 5).
 DEFAULT_VARIANTS = ("posedet", "kp_iou")
@@ -243,14 +244,17 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench_nms(args: argparse.Namespace) -> int:
+    with torch_threads(args.threads):
+        return _bench_nms(args)
+
+
+def _bench_nms(args: argparse.Namespace) -> int:
     from poseharness.bench.commands import _ground_truth
     from poseharness.eval.evaluate import load_ground_truth
     from poseharness.eval.protocols import get_protocol
 
     if args.background < 0 or args.decode_images < 0 or not args.jitter >= 0:
         raise HarnessError("--background, --decode-images and --jitter must not be negative")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     if args.size is None and args.gt is None and args.dataset is None:
         args = argparse.Namespace(**{**vars(args), "size": "tiny"})
     gt_path, protocol, context = _ground_truth(args)

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import HarnessError
 from ..io import write_json_atomic
+from ..threads import torch_threads
 
 #: Images on which the split decode is compared with the module's own ``decode``.
 CHECKED_IMAGES = 20
@@ -196,10 +197,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench_oracle(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise HarnessError("--threads must be positive")
-        torch.set_num_threads(args.threads)
+    with torch_threads(args.threads):
+        return _bench_oracle(args)
+
+
+def _bench_oracle(args: argparse.Namespace) -> int:
     size = args.size or ("coco-val-size" if args.dataset == "synthetic-coco" else None)
     result = bench_oracle(args.method, args.dataset, args.split, args.variant, args.scale, size=size,
                           seed=args.seed, limit=args.limit, progress=not args.quiet)
