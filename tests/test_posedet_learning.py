@@ -64,12 +64,13 @@ def learned(tmp_path_factory, learning_figures):
     return result, errors
 
 
-# Measured (torch 2.14.1 CPU, one thread, seed 0, 1,500 steps; with the person-centred crop augmentation, 1,151 s of
-# training on a busy 2-core machine): trained AP 0.0007, AP50 0.0061, AR 0.0097, AR50 0.0484 (234 persons);
-# untrained 0 persons (every class score at the 0.01 prior, below the 0.05 threshold). Mean joint error at the
-# assigned candidates (val, 950 joints): trained coarse 19.66 px, refined 20.51 px; untrained 41.97 / 41.96 px.
-# (Before the crop augmentation: coarse 18.20, refined 18.99, AP 0.0003.) The refinement loss ends at 0: no coarse
-# pose reaches the refinement's OKS positives (0.7, or a person's best >= 0.52) at this budget.
+# Measured (torch 2.14.1 CPU, one thread, seed 0, 1,500 steps, the tiny scale's halved OKS thresholds; 510 s of
+# training beside a full test run on the 2 cores): trained AP 0.0012, AP50 0.0058, AR 0.0177, AR50 0.0645 (2,564
+# persons); untrained 0 persons (every class score at the 0.01 prior, below the 0.05 threshold). Mean joint error at
+# the assigned candidates (val, 950 joints): trained coarse 20.01 px, refined 20.63 px; untrained 41.97 / 41.96 px.
+# At the refinement's own positives (val, 865 joints) refined 18.32 px against coarse 18.36 px: the refinement now
+# trains (loss 0.66 at the end, 0 with the paper's thresholds) but has not yet moved the joints at this budget.
+# (With the paper's thresholds: coarse 19.66, refined 20.51, AP 0.0007, 234 persons.)
 @pytest.mark.timeout(3600)   # the shared training runs in the first test: 19.5 min measured with other jobs on the 2 cores
 def test_trained_beats_untrained(learned):
     result, errors = learned
@@ -84,8 +85,8 @@ def test_trained_beats_untrained(learned):
 
 @pytest.mark.timeout(3600)   # the shared training runs in the first test: 19.5 min measured with other jobs on the 2 cores
 @pytest.mark.xfail(strict=False, reason="not reached at the tiny CPU budget: after 1,500 steps the refined joints "
-                   "(20.51 px) are not yet closer than the coarse ones (19.66 px); no coarse pose reaches the "
-                   "refinement's OKS 0.7 / 0.52 positives this early (refinement loss 0)")
+                   "(20.63 px) are not yet closer than the coarse ones (20.01 px), nor at the refinement's own "
+                   "positives (18.32 vs 18.36 px)")
 def test_refined_beats_coarse(learned):
     _, errors = learned
     coarse, refined, _ = errors["trained"]
