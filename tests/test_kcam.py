@@ -2,7 +2,6 @@
 and decoding are the top-down base's (an encode / decode round trip of crops through the oracle path), a short
 training and prediction run through the pipeline, and Tables 1 / 2 are trainings that differ in their switches only.
 """
-import importlib.util
 import json
 
 import numpy as np
@@ -58,14 +57,6 @@ def test_the_method_loads_on_simple_baselines_backbone(spec, base):
         net(torch.zeros(1, 3, 128, 100))
     plain = module.build_model(config(spec, "plain"))
     assert not plain.head.context and set(plain.eval()(torch.zeros(1, 3, 128, 96))) == {"heatmaps"}
-
-
-@pytest.mark.skipif(importlib.util.find_spec("timm") is not None, reason="timm is installed")
-def test_the_hrnet_scale_says_that_it_needs_timm(spec):
-    cfg = config(spec, scale="paper_w48")
-    assert cfg["model"]["backbone"] == "hrnet_w48" and cfg["scale"]["input"] == [288, 384]
-    with pytest.raises(HarnessError, match=r"model.backbone 'hrnet_w48' needs the package timm"):
-        method_module(spec).build_model(cfg)
 
 
 def test_tables_1_and_2_are_trainings_that_differ_in_their_switches_only(spec):

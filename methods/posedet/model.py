@@ -142,6 +142,10 @@ class TimmBackbone(nn.Module):
             raise HarnessError(f"backbone {name!r} needs the timm package (pip install timm)") from exc
         self.net = timm.create_model(name, features_only=True, pretrained=pretrained)
         reductions = self.net.feature_info.reduction()
+        lacking = [s for s in strides if s not in reductions]
+        if lacking:
+            raise HarnessError(f"encoding.strides: {lacking[0]} is not a feature stride of {name!r} (it has "
+                               f"{', '.join(map(str, reductions))})")
         self.keep = [reductions.index(s) for s in strides]
         self.out_channels = [self.net.feature_info.channels()[i] for i in self.keep]
 
