@@ -35,14 +35,16 @@ def toy_copy(tmp_path: Path, edit) -> Path:
     return dest
 
 
-#: The CLI subprocesses train on one thread, as ``train_toy`` does in this process: weights compared bit for bit
-#: must come from the same float reductions.
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+def one_thread() -> dict:
+    """This process's environment now (the test's POSEHARNESS_* folders included) with one compute thread: the CLI
+    subprocesses train on one thread, as ``train_toy`` does in this process, because weights compared bit for bit
+    must come from the same float reductions."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def run_cli(*args, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "poseharness", *args], capture_output=True, text=True, cwd=REPO,
-                          env=kw.pop("env", ONE_THREAD), **kw)
+                          env=kw.pop("env", None) or one_thread(), **kw)
 
 
 def train_toy(out: Path, steps: int, every: int):
@@ -150,12 +152,14 @@ def test_resume_after_sigkill_is_bit_identical(env):
 
     cut = env / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "poseharness", *toy_args(cut, steps, every)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=one_thread())
     deadline = time.monotonic() + 60
     while not (cut / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
+    assert proc.poll() is None, f"the run ended before its first snapshot: exit {proc.returncode}, {proc.stderr.read()}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not (cut / "final.pt").exists()                       # an interrupted run leaves nothing complete
     interrupted = ckpt.load_checkpoint(cut / "last.pt")
