@@ -27,7 +27,11 @@ SAME = Claim(kind="same", a="ours", b="ours_ro", metric="AP", says="no gain", ma
 
 @pytest.mark.parametrize("lo, hi, expected", [
     (0.1, 3.0, REPRODUCED),         # wholly above 0
-    (1e-9, 0.2, REPRODUCED),
+    (0.05, 0.2, REPRODUCED),        # clears 0 by half the printed digit
+    (1e-9, 0.2, UNRESOLVED),        # above 0, but reads "+0.0" at the tables' precision
+    (0.04, 0.08, UNRESOLVED),
+    (-0.08, -0.05, CONTRADICTED),
+    (-0.2, -1e-5, UNRESOLVED),
     (-3.0, -0.1, CONTRADICTED),     # wholly below 0
     (-0.2, 0.4, UNRESOLVED),        # straddles 0
     (0.0, 2.0, UNRESOLVED),         # touching 0 is not above it

@@ -620,7 +620,8 @@ def claim_label(view: TableView, variant: str) -> str:
 
 
 CLAIMS_RULE = ("Interval: 95 % paired bootstrap of the difference over images and seeds. A claim "
-               "“a > b” is reproduced if the interval lies above 0, contradicted if below 0; a claim "
+               "“a > b” is reproduced if the interval lies above 0, contradicted if below 0, at the tables' "
+               "precision (it must clear ±0.05 points); a claim "
                "“a ≈ b (±m)” is reproduced if the interval lies inside ±m AP points, contradicted if "
                "wholly outside; anything else is unresolved.")
 
