@@ -310,3 +310,32 @@ def test_bench_oracle_on_a_real_crowdpose_sample(tmp_path, monkeypatch):
     assert set(result["seconds"]) >= {"encode", "decode", "peaks", "guides", "group", "evaluate"}
     assert result["metrics"]["AP"] > 0.5                                     # the oracle of a few clean persons
     assert "group" in format_oracle_bench(result)
+
+
+@pytest.mark.parametrize("method, variant", [("gog", "ours"), ("simple_baseline", "argmax"),
+                                             ("simple_baseline", "jittered"), ("posedet", "posedet_flip")])
+def test_bench_oracle_scores_what_the_oracle_scores_in_every_paradigm(tmp_path, monkeypatch, method, variant):
+    """bench oracle runs the pipeline's views, encoder and decoder: a top-down method's crops (ground-truth or
+    jittered boxes), a single-stage method's test-time views, and the same figures as `poseharness oracle`."""
+    from poseharness.bench.oracle import bench_oracle
+    from poseharness.data.manifest import load_manifest
+    from poseharness.methods import load_method
+    from poseharness.oracle import run_oracle
+
+    sample = json.load(open(SAMPLES / "xtcocoapi_example_crowdpose_val.json"))
+    target = tmp_path / "crowdpose" / "annotations" / "crowdpose_val.json"
+    target.parent.mkdir(parents=True)
+    target.write_text(json.dumps(sample))
+    monkeypatch.setenv("POSEHARNESS_DATA", str(tmp_path))
+    with torch_threads(1):
+        result = bench_oracle(method, "crowdpose", "val", variant, scale="tiny", progress=False)
+        ref = run_oracle(load_method(method), load_manifest("crowdpose"), "val", [variant], "tiny", progress=False,
+                         write=False)[0]
+    assert result["persons"] == ref["persons"] > 0
+    assert result["metrics"] == pytest.approx(ref["metrics"], abs=1e-12)
+    with torch_threads(1):                     # --limit: scored on the images it saw, as the oracle's quick look
+        first = bench_oracle(method, "crowdpose", "val", variant, scale="tiny", progress=False, limit=1)
+        ref = run_oracle(load_method(method), load_manifest("crowdpose"), "val", [variant], "tiny", progress=False,
+                         write=False, limit=1)[0]
+    assert first["images"] == 1 and first["metrics"] == pytest.approx(ref["metrics"], abs=1e-12)
+

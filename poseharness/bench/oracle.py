@@ -2,8 +2,11 @@
 
 The stages are those of :func:`poseharness.oracle.run_variants` and :func:`~poseharness.oracle.run_oracle`, run
 with the same functions: reading the annotations (``load``), the network-input view of each image (``view``),
-the method's ``encode`` (``encode``), its decoding (``decode``), mapping poses back to the image (``collect``),
-writing the results file (``write``) and the protocol's evaluation (``evaluate``). For a method whose module
+the method's ``encode`` (``encode``), its decoding with the mapping back to the image and the per-image step of
+the paradigm (``decode``: :class:`~poseharness.pipeline.Decoder`, as the oracle and the predictor run it),
+gathering the poses (``collect``), writing the results file (``write``) and the protocol's evaluation
+(``evaluate``). The views are the paradigm's (:func:`~poseharness.views.image_views`: one crop per box for a
+top-down method, with the variant's box source and test-time views). For a method whose module
 decodes with GOG's pieces (``decode_peaks``, ``refine_peaks``, ``guides_for``, ``group``, ``skeleton``),
 ``decode`` is split into ``peaks`` (peak decoding, refinement), ``guides`` and ``group``, composed exactly as the
 module's ``decode`` composes them (checked against ``decode`` on the first images). Nothing is written to the
@@ -51,20 +54,33 @@ def _gog_decode(module, outputs: dict, cfg: dict, clock: dict) -> tuple[np.ndarr
     return poses, scores
 
 
+class _TimedGog:
+    """GOG's module seen by :class:`~poseharness.pipeline.Decoder`: ``decode`` is :func:`_gog_decode` (the pieces,
+    timed into ``clock``), ``per_image`` the module's own."""
+
+    def __init__(self, module, clock: dict):
+        self._module, self._clock = module, clock
+        self.per_image = getattr(module, "per_image", None)
+
+    def decode(self, outputs: dict, cfg: dict):
+        return _gog_decode(self._module, outputs, cfg, self._clock)
+
+
 def bench_oracle(method_name: str, dataset: str, split: str = "val", variant: str | None = None,
                  scale: str = "paper", *, size: str | None = None, seed: int | None = None,
                  limit: int | None = None, progress: bool = True) -> dict:
     """Run one oracle variant over the split, timing each stage. Returns the stage seconds, counts and metrics."""
     from tqdm import tqdm
 
-    from ..data.augment import bottom_up_affine, transform_sample
+    from ..config import input_sizes, variant_config
+    from ..contract import view_of
     from ..data.loader import load_samples
     from ..data.manifest import load_manifest
     from ..eval.evaluate import evaluate
     from ..eval.results import write_results
     from ..methods import load_method
-    from ..config import variant_config
-    from ..views import to_original
+    from ..pipeline import Decoder, encoded_outputs, subset_ground_truth
+    from ..views import BoxSource, TestTimeViews, image_views
 
     method = load_method(method_name)
     variant = variant or next(iter(method.variants))
@@ -79,14 +95,18 @@ def bench_oracle(method_name: str, dataset: str, split: str = "val", variant: st
         print(f"generating {manifest.name} ({manifest.resolve_size(size)}) into {manifest.root(size, seed)}")
         synthetic.generate(manifest, size=size, seed=seed, jobs=os.cpu_count(), progress=progress)
     module = method.module
+    if scale not in method.scales:
+        raise HarnessError(f"{method.source}: method {method.name!r} has no scale {scale!r} "
+                           f"(known: {', '.join(method.scales)})")
     cfg = variant_config(method, variant, scale, manifest, size=size, seed=seed)
-    side = method.scales[scale].get("input") if scale in method.scales else None
-    if side is None:
-        raise HarnessError(f"{method.source}: scale {scale!r} has no `input` size")
+    kind, (_, side) = view_of(method), input_sizes(cfg)
+    where = f"{method.source}: variant {variant!r}: decode"
+    tta, boxes = TestTimeViews.from_decode(cfg["decode"], where), BoxSource.from_decode(cfg["decode"], where)
     split_decode = all(hasattr(module, name) for name in _GOG_PIECES)
-
-    clock = dict.fromkeys(("load", "view", "encode", "decode", "peaks", "guides", "group", "collect", "write",
-                           "evaluate"), 0.0)
+    clock = dict.fromkeys(("load", "view", "encode", "decode", "collect", "write", "evaluate"), 0.0)
+    if split_decode:     # the pipeline's Decoder (view mapping, flips, per-image step) around GOG's timed pieces
+        clock.update(dict.fromkeys(("peaks", "guides", "group"), 0.0))
+    decoder = Decoder(_TimedGog(module, clock) if split_decode else module, cfg, kind)
     t0 = time.perf_counter()
     samples = load_samples(manifest, split, size, seed, images=False)
     n = len(samples) if limit is None else min(limit, len(samples))
@@ -98,32 +118,24 @@ def bench_oracle(method_name: str, dataset: str, split: str = "val", variant: st
                   disable=not progress, unit="img", mininterval=1.0):
         t0 = time.perf_counter()
         sample = samples[i]
-        affine = bottom_up_affine(sample.width, sample.height, side)
-        view = transform_sample(sample, affine, side, counted=manifest.schema.counted)
+        views = image_views(sample, kind, side, None, tta, boxes)
         t1 = time.perf_counter()
-        outputs = {name: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
-                   for name, v in module.encode(view, cfg).items()}
+        outputs = [encoded_outputs(module, sample, v, cfg, counted=manifest.schema.counted) for v in views]
         t2 = time.perf_counter()
-        if split_decode:
-            poses, scores = _gog_decode(module, outputs, cfg, clock)
-        else:
-            poses, scores = module.decode(outputs, cfg)
+        poses, scores = decoder.image(outputs, views)
         t3 = time.perf_counter()
         if split_decode and checked < CHECKED_IMAGES:
-            ref_poses, ref_scores = module.decode(outputs, cfg)
+            ref_poses, ref_scores = Decoder(module, cfg, kind).image(outputs, views)
             checked += 1
-            agree += int(np.array_equal(np.asarray(ref_poses), np.asarray(poses))
-                         and np.array_equal(np.asarray(ref_scores), np.asarray(scores)))
+            agree += int(np.array_equal(ref_poses, poses) and np.array_equal(ref_scores, scores))
         t4 = time.perf_counter()
-        poses = to_original(np.asarray(poses), affine)
         ids.append(np.full(len(poses), sample.image_id, dtype=np.int64))
-        all_poses.append(poses.reshape(len(poses), k, 3))
-        all_scores.append(np.asarray(scores, dtype=np.float64).reshape(-1))
-        t5 = time.perf_counter()
+        all_poses.append(poses)
+        all_scores.append(scores)
         clock["view"] += t1 - t0
         clock["encode"] += t2 - t1
         clock["decode"] += t3 - t2
-        clock["collect"] += t5 - t4
+        clock["collect"] += time.perf_counter() - t4
     image_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -131,12 +143,11 @@ def bench_oracle(method_name: str, dataset: str, split: str = "val", variant: st
                              np.concatenate(all_poses) if all_poses else np.zeros((0, k, 3)),
                              np.concatenate(all_scores) if all_scores else np.zeros(0))
         t1 = time.perf_counter()
-        metrics = evaluate(pred, gt_path, manifest.protocol)
+        scored = gt_path if n == len(samples) else subset_ground_truth(   # --limit: scored on the images it saw
+            gt_path, [samples[i].image_id for i in range(n)], Path(tmp) / "gt.json")
+        metrics = evaluate(pred, scored, manifest.protocol)
         clock["evaluate"] = time.perf_counter() - t1
         clock["write"] = t1 - t0
-    if not split_decode:
-        for name in ("peaks", "guides", "group"):
-            clock.pop(name)
     return {"method": method.name, "variant": variant, "dataset": manifest.name, "split": split,
             "size": manifest.resolve_size(size) if manifest.synthetic else None, "images": n,
             "persons": int(len(image_ids)), "seconds": clock, "metrics": metrics,
