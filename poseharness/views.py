@@ -17,6 +17,7 @@ pads at the right / bottom.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -146,22 +147,26 @@ def jittered_boxes(sample: Any, centre: float, size: float, miss_rate: float, se
     return moved[keep], iou[keep], persons[keep]
 
 
-#: The box sources a variant's ``decode.boxes.source`` names (a detection file is the ``--detections`` option).
-BOX_SOURCES = ("gt", "jittered")
+#: The box sources a variant's ``decode.boxes.source`` names.
+BOX_SOURCES = ("gt", "jittered", "file")
 
 
 @dataclass(frozen=True)
 class BoxSource:
     """Where a top-down variant's boxes come from, read from its ``decode.boxes`` (:meth:`from_decode`):
-    ``{source: gt}`` (the default: :func:`ground_truth_boxes`) or ``{source: jittered, centre, size, miss_rate,
-    seed}`` (:func:`jittered_boxes`). A COCO detection file is not a setting of a variant but an input of a run
-    (``--detections``); it replaces the ground-truth boxes and cannot be combined with ``jittered``."""
+    ``{source: gt}`` (the default: :func:`ground_truth_boxes`), ``{source: jittered, centre, size, miss_rate,
+    seed}`` (:func:`jittered_boxes`) or ``{source: file, path}``: a COCO detection-results file
+    (:func:`load_detections`), ``path`` absolute or relative to the data folder (``POSEHARNESS_DATA``), e.g.
+    ``coco/person_detection_results/COCO_val2017_detections_AP_H_56_person.json``. A variant with a file is a
+    column of its own in the results store and an input of its DAG job. ``--detections FILE`` on ``oracle`` /
+    ``predict`` gives a ground-truth-box variant a file for one run."""
 
     source: str = "gt"
     centre: float = 0.0
     size: float = 0.0
     miss_rate: float = 0.0
     seed: int = 0
+    path: str = ""
 
     @classmethod
     def from_decode(cls, decode: dict, where: str = "decode") -> "BoxSource":
@@ -170,17 +175,23 @@ class BoxSource:
         raw = decode.get("boxes")
         if raw is None:
             return cls()
-        fields = ("source", "centre", "size", "miss_rate", "seed")
+        fields = ("source", "centre", "size", "miss_rate", "seed", "path")
         if not isinstance(raw, dict) or set(raw) - set(fields):
-            raise HarnessError(f"{where}: field boxes: must be {{source: gt | jittered, centre, size, miss_rate, "
-                               f"seed}}, got {raw!r}")
+            raise HarnessError(f"{where}: field boxes: must be {{source: gt | jittered | file, centre, size, "
+                               f"miss_rate, seed (jittered), path (file)}}, got {raw!r}")
         source = raw.get("source", "gt")
         if source not in BOX_SOURCES:
-            raise HarnessError(f"{where}: field boxes.source: must be one of {', '.join(BOX_SOURCES)} (a detection "
-                               f"file is the --detections option), got {source!r}")
-        if source == "gt" and set(raw) - {"source"}:
-            raise HarnessError(f"{where}: field boxes: ground-truth boxes take no "
-                               f"{', '.join(sorted(set(raw) - {'source'}))}")
+            raise HarnessError(f"{where}: field boxes.source: must be one of {', '.join(BOX_SOURCES)}, "
+                               f"got {source!r}")
+        takes = {"gt": {"source"}, "file": {"source", "path"}, "jittered": set(fields) - {"path"}}[source]
+        if set(raw) - takes:
+            raise HarnessError(f"{where}: field boxes: {source} boxes take no "
+                               f"{', '.join(sorted(set(raw) - takes))}")
+        if source == "file":
+            path = raw.get("path")
+            if not isinstance(path, str) or not path.strip():
+                raise HarnessError(f"{where}: field boxes.path: a detection file's path is required, got {path!r}")
+            return cls("file", path=path)
         for key, hi, closed in (("centre", 1.0, False), ("size", 1.0, False), ("miss_rate", 1.0, True)):
             v = raw.get(key, 0.0)
             if not _number(v) or v < 0 or v > hi or (v == hi and not closed):
@@ -192,18 +203,50 @@ class BoxSource:
         return cls(source, float(raw.get("centre", 0.0)), float(raw.get("size", 0.0)),
                    float(raw.get("miss_rate", 0.0)), seed)
 
-    def boxes(self, sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The image's boxes (N, 4) px, box scores (N,) and their persons (N,)."""
+    def file(self) -> Path:
+        """The detection file of a ``file`` source: ``path`` as given if absolute, else under the data folder."""
+        from .paths import data_dir
+
+        path = Path(self.path).expanduser()
+        return path if path.is_absolute() else data_dir() / path
+
+    def boxes(self, sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The image's boxes (N, 4) px, box scores (N,) and their ground-truth persons (N,; None for a file)."""
         if self.source == "jittered":
             return jittered_boxes(sample, self.centre, self.size, self.miss_rate, self.seed)
+        if self.source == "file":
+            found = _cached_detections(self.file()).get(int(sample.image_id))
+            return (np.zeros((0, 4)), np.zeros(0), None) if found is None else (*found, None)
         return ground_truth_boxes(sample)
 
     def record(self) -> str | dict:
-        """What a record's config says of the boxes: ``'ground-truth'``, or the jitter settings."""
+        """What a record's config says of the boxes: ``'ground-truth'``, the jitter settings, or the detection
+        file's path and SHA-256."""
         if self.source == "gt":
             return "ground-truth"
+        if self.source == "file":
+            path = _existing(self.file())
+            return {"source": "file", "path": str(path.resolve()), "sha256": file_digest(path)}
         return {"source": "jittered", "centre": self.centre, "size": self.size, "miss_rate": self.miss_rate,
                 "seed": self.seed}
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise HarnessError(f"{path}: detection file not found (decode.boxes.path is relative to the data folder, "
+                           f"POSEHARNESS_DATA)")
+    return path
+
+
+def _cached_detections(path: Path) -> Detections:
+    """:func:`load_detections` of ``path``, read once per file version (path, size, mtime) in this process."""
+    st = _existing(path).stat()
+    return _detections_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _detections_of(path: str, size: int, mtime_ns: int) -> Detections:
+    return load_detections(path)
 
 
 def boxes_record(kind: str, box_source: "BoxSource", detections: str | Path | None) -> str | dict | None:

@@ -191,6 +191,19 @@ def oracle_variants(method: MethodSpec, training: str) -> list[str]:
     return [v for v, entry in method.variants.items() if entry["training"] == training]
 
 
+def detection_files(method: MethodSpec, variants: list[str]) -> list[str]:
+    """The detection-results files the variants crop (``decode.boxes: {source: file, path}``), as inputs of their
+    jobs: a missing file is then Snakemake's missing input, named before anything runs."""
+    from .views import BoxSource
+
+    files = []
+    for v in variants:
+        source = BoxSource.from_decode(method.decode_settings(v), f"{method.source}: variant {v!r}: decode")
+        if source.source == "file" and relative(source.file()) not in files:
+            files.append(relative(source.file()))
+    return files
+
+
 def oracle_hash(method: MethodSpec, training: str, scale: str) -> str:
     """What decides an oracle job's records: the config of every variant it decodes."""
     return config_hash({v: variant_hash(method, v, scale) for v in oracle_variants(method, training)})

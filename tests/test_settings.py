@@ -18,7 +18,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "methods"
 #: Settings the harness reads itself, not the method's code: the flip test (the predictor), the test-time views and
 #: a top-down variant's box source (the predictor and the oracle: poseharness.views).
 HARNESS_READS = {"decode": {"flip", "tta", "tta.scales", "tta.flip", "boxes", "boxes.source", "boxes.centre",
-                            "boxes.size", "boxes.miss_rate", "boxes.seed"}}
+                            "boxes.size", "boxes.miss_rate", "boxes.seed", "boxes.path"}}
 
 
 def copy_of(method: str, tmp_path: Path, edit) -> Path:

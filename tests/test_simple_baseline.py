@@ -171,3 +171,60 @@ def test_box_sources_through_oracle_train_and_predict(spec, synth):
     with pytest.raises(HarnessError, match="replaces ground-truth boxes only"):
         predict(run.checkpoint, "jittered", manifest, "val", progress=False, device="cpu", write=False,
                 out=synth / "x.json", detections=dets)
+
+
+def test_a_detection_file_as_a_variant_setting(spec, synth, tmp_path):
+    """`decode.boxes: {source: file, path}`: a variant of its own whose crops come from a COCO detection-results
+    file under the data folder; the same figures as the ground-truth-box variant given the file by --detections,
+    the file's path and digest in the record, and the file an input of the variant's DAG jobs."""
+    import yaml
+
+    from poseharness import workflow
+    from poseharness.paths import data_dir
+    from poseharness.views import BoxSource
+
+    manifest = load_manifest("synthetic-coco")
+    samples = load_samples(manifest, "val", "tiny", None, images=False)
+    dets = [{"image_id": int(s.image_id), "category_id": 1, "bbox": [float(v) + 1.5 for v in box], "score": 0.8}
+            for s in samples for box, crowd in zip(s.boxes, s.iscrowd) if not crowd]
+    file = data_dir() / "detections" / "val_dets.json"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(dets))
+    copy = tmp_path / "methods" / "simple_baseline"
+    shutil.copytree(spec.directory, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    raw = yaml.safe_load((copy / "method.yaml").read_text())
+    raw["variants"]["detected"] = {"training": "base", "label": "detected boxes",
+                                   "decode": {"boxes": {"source": "file", "path": "detections/val_dets.json"}}}
+    (copy / "method.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    copied = resolve_method(copy)
+
+    by_file = run_oracle(copied, manifest, "val", ["detected"], "tiny", size="tiny", progress=False)[0]
+    by_option = run_oracle(copied, manifest, "val", ["argmax"], "tiny", size="tiny", progress=False, write=False,
+                           detections=file)[0]
+    assert by_file["persons"] == by_option["persons"] > 0
+    assert by_file["metrics"] == by_option["metrics"] and by_file["metrics"]["AP"] > 0.5
+    boxes = json.loads(by_file["record"].read_text())["config"]["boxes"]
+    assert boxes["source"] == "file" and boxes["path"] == str(file.resolve()) and len(boxes["sha256"]) == 64
+    assert workflow.detection_files(copied, ["argmax", "detected", "jittered"]) == [workflow.relative(file)]
+
+    with pytest.raises(HarnessError, match=r"decode: --detections .*replaces ground-truth boxes"):
+        run_oracle(copied, manifest, "val", ["detected"], "tiny", size="tiny", progress=False, detections=file)
+    file.unlink()
+    with pytest.raises(HarnessError, match=r"val_dets\.json: detection file not found \(decode\.boxes\.path is "
+                                           r"relative to the data folder"):
+        run_oracle(copied, manifest, "val", ["detected"], "tiny", size="tiny", progress=False, write=False)
+
+
+@pytest.mark.parametrize("boxes, message", [
+    ({"source": "file"}, r"boxes\.path: a detection file's path is required"),
+    ({"source": "file", "path": ""}, r"boxes\.path: a detection file's path is required"),
+    ({"source": "file", "path": "d.json", "seed": 1}, r"boxes: file boxes take no seed"),
+    ({"source": "gt", "path": "d.json"}, r"boxes: gt boxes take no path"),
+    ({"source": "jittered", "path": "d.json"}, r"boxes: jittered boxes take no path"),
+    ({"source": "detections"}, r"boxes\.source: must be one of gt, jittered, file"),
+])
+def test_bad_box_sources_name_the_field(boxes, message):
+    from poseharness.views import BoxSource
+
+    with pytest.raises(HarnessError, match=r"variant 'v': decode: field " + message):
+        BoxSource.from_decode({"boxes": boxes}, "variant 'v': decode")

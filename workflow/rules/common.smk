@@ -93,6 +93,10 @@ def oracle_variants(wildcards) -> list[str]:
     return wf.oracle_variants(spec(wildcards.method), wildcards.training)
 
 
+def detection_files(method: str, variants: list[str]) -> list[str]:
+    return harness(wf.detection_files, spec(method), variants)
+
+
 def table_inputs_of(method: str, table: str):
     """A table's input function. A factory, so each rule generated in a loop keeps its own (method, table)."""
     return lambda wildcards: harness(wf.table_inputs, config, LAYOUT, spec(method), table)

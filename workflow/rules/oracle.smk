@@ -11,7 +11,8 @@
 
 rule oracle:
     input:
-        lambda w: prepared(w.dataset, w.split),
+        data=lambda w: prepared(w.dataset, w.split),
+        boxes=lambda w: detection_files(w.method, oracle_variants(w)),   # `decode.boxes: {source: file}`
     output:
         ORACLE,
     log:

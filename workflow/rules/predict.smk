@@ -12,6 +12,7 @@ rule predict:
         checkpoint=lambda w: CHECKPOINT.format(method=w.method, dataset=w.dataset, scale=w.scale, seed=w.seed,
                                                training=training_of(w.method, w.variant)),
         data=lambda w: prepared(w.dataset, w.split),
+        boxes=lambda w: detection_files(w.method, [w.variant]),         # `decode.boxes: {source: file}`
     output:
         PREDICTIONS,
     log:
