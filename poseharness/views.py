@@ -185,7 +185,8 @@ class BoxSource:
                                f"got {source!r}")
         takes = {"gt": {"source"}, "file": {"source", "path"}, "jittered": set(fields) - {"path"}}[source]
         if set(raw) - takes:
-            raise HarnessError(f"{where}: field boxes: {source} boxes take no "
+            name = {"gt": "ground-truth", "file": "detection-file"}.get(source, source)
+            raise HarnessError(f"{where}: field boxes: {name} boxes take no "
                                f"{', '.join(sorted(set(raw) - takes))}")
         if source == "file":
             path = raw.get("path")

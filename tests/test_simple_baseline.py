@@ -218,8 +218,8 @@ def test_a_detection_file_as_a_variant_setting(spec, synth, tmp_path):
 @pytest.mark.parametrize("boxes, message", [
     ({"source": "file"}, r"boxes\.path: a detection file's path is required"),
     ({"source": "file", "path": ""}, r"boxes\.path: a detection file's path is required"),
-    ({"source": "file", "path": "d.json", "seed": 1}, r"boxes: file boxes take no seed"),
-    ({"source": "gt", "path": "d.json"}, r"boxes: gt boxes take no path"),
+    ({"source": "file", "path": "d.json", "seed": 1}, r"boxes: detection-file boxes take no seed"),
+    ({"source": "gt", "path": "d.json"}, r"boxes: ground-truth boxes take no path"),
     ({"source": "jittered", "path": "d.json"}, r"boxes: jittered boxes take no path"),
     ({"source": "detections"}, r"boxes\.source: must be one of gt, jittered, file"),
 ])
