@@ -251,15 +251,16 @@ def _detections_of(path: str, size: int, mtime_ns: int) -> Detections:
 
 
 def boxes_record(kind: str, box_source: "BoxSource", detections: str | Path | None) -> str | dict | None:
-    """The record's ``boxes`` entry of a run: None for whole-image views; a detection file's path and SHA-256;
-    else :meth:`BoxSource.record`. A jittered variant with a detection file is an error (two box sources)."""
+    """The record's ``boxes`` entry of a run: None for whole-image views; a ``--detections`` file's as a ``file``
+    source records it (path, SHA-256); else :meth:`BoxSource.record`. A variant whose boxes are not the ground
+    truth's and a detection file is an error (two box sources)."""
     if kind != "top-down":
         return None
     if detections is not None:
         if box_source.source != "gt":
             raise HarnessError(f"--detections {detections}: the variant's decode.boxes says source "
                                f"{box_source.source!r}; a detection file replaces ground-truth boxes only")
-        return {"path": str(Path(detections).resolve()), "sha256": file_digest(detections)}
+        return BoxSource("file", path=str(Path(detections).resolve())).record()
     return box_source.record()
 
 
