@@ -1,0 +1,126 @@
+"""Associative Embedding as a harness method: shared joint heatmaps plus one tag map per joint type; the grouping
+joins the heatmaps' peaks whose tags agree (:mod:`.grouping`).
+
+``encode`` returns, besides the training targets (``heatmaps``, the tag loss's ``joints`` index list, the crowd
+mask), ``tags``: the perfect tag maps of the oracle (each cell of joint k's map carries the index of the person
+whose joint k is nearest), so ``decode(encode(ground truth))`` is AE with ground-truth tags: the bound of shared
+heatmaps and peak NMS, where two persons' joints of one type that share a cell or a 3×3 window keep one peak.
+The network and its loss are in ``model.py`` (re-exported here: the method contract).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from poseharness.codecs import cell_centres, containing_cell, encode_heatmaps, heatmap_mask
+from poseharness.codecs.top_down import flip_back
+from poseharness.data.sample import Sample
+from poseharness.errors import HarnessError
+from poseharness.schemas import get_schema
+
+from .grouping import group
+from .model import build_model, loss  # noqa: F401  (the method contract: network and loss)
+
+paradigm = "bottom-up"
+
+#: Target names that are model outputs.
+OUTPUTS = ("heatmaps", "tags")
+
+
+def _persons(sample: Sample) -> np.ndarray:
+    """(P, K, 3) keypoints of the persons that get targets: annotated (not crowd, labelled keypoints)."""
+    return sample.keypoints[sample.annotated]
+
+
+def joint_index(keypoints: np.ndarray, out_hw: tuple[int, int], stride: int, max_people: int) -> np.ndarray:
+    """The tag loss's index list [R: ``KeypointsRef``]: (max_people, K, 2) int64 rows ``[k·h·w + v·w + u, 1]`` for
+    each labelled joint whose cell (u, v) lies in the map, ``[0, 0]`` otherwise; persons beyond ``max_people``
+    are left out."""
+    h, w = out_hw
+    kp = np.asarray(keypoints, dtype=np.float64)[:max_people]
+    out = np.zeros((max_people, kp.shape[1] if kp.ndim == 3 else 0, 2), dtype=np.int64)
+    if len(kp) == 0:
+        return out
+    cells = containing_cell(kp[..., :2], stride)
+    u, v = cells[..., 0], cells[..., 1]
+    ok = (kp[..., 2] > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    k = np.arange(kp.shape[1])[None, :]
+    out[: len(kp), :, 0] = np.where(ok, k * h * w + v * w + u, 0)
+    out[: len(kp), :, 1] = ok
+    return out
+
+
+def perfect_tags(keypoints: np.ndarray, out_hw: tuple[int, int], stride: int) -> np.ndarray:
+    """The oracle's tag maps (K, h, w) float32: cell (u, v) of map k holds p, the index of the person whose
+    labelled joint k is nearest to the cell's centre (0 where no person has joint k). Persons' tags differ by at
+    least 1, the default ``tag_threshold``."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    h, w = out_hw
+    k_types = kp.shape[1] if kp.ndim == 3 else 0
+    out = np.zeros((k_types, h, w), dtype=np.float32)
+    if len(kp) == 0:
+        return out
+    ys, xs = cell_centres(h, stride), cell_centres(w, stride)
+    d2 = ((xs[None, None, None, :] - kp[..., 0, None, None]) ** 2
+          + (ys[None, None, :, None] - kp[..., 1, None, None]) ** 2)               # (P, K, h, w)
+    d2 = np.where((kp[..., 2] > 0)[..., None, None], d2, np.inf)
+    nearest = d2.argmin(axis=0)                                                  # (K, h, w)
+    return np.where(np.isfinite(d2.min(axis=0)), nearest, 0).astype(np.float32)
+
+
+def encode(sample: Sample, cfg: dict) -> dict[str, np.ndarray]:
+    """Targets of one network-input view: heatmaps (K, h, w) (Gaussians of ``sigma`` cells on each joint's cell,
+    the maximum over persons [R: ``GenerateHeatmap``, sigma = output_res / 64 = 2]), joints (M, K, 2) for the tag
+    loss, tags (K, h, w) the oracle's perfect tags, heatmap_mask (h, w) when the sample has an ignore mask."""
+    enc = cfg["encoding"]
+    stride = int(enc["stride"])
+    out_hw = (sample.height // stride, sample.width // stride)
+    kp = _persons(sample)
+    if kp.ndim != 3:
+        kp = np.zeros((0, get_schema(cfg["schema"]).num_keypoints, 3))
+    out = {
+        "heatmaps": encode_heatmaps(kp, out_hw, stride, sigma=float(enc["sigma"]) * stride, quantise=True),
+        "joints": joint_index(kp, out_hw, stride, int(enc["max_people"])),
+        "tags": perfect_tags(kp, out_hw, stride),
+    }
+    if sample.ignore_mask is not None:
+        out["heatmap_mask"] = heatmap_mask(sample.ignore_mask, stride)
+    return out
+
+
+def joint_order(cfg: dict) -> list[int]:
+    """The grouping's joint-type order for the config's keypoint schema (``decode.order``)."""
+    schema = get_schema(cfg["schema"])
+    order = cfg["decode"]["order"].get(schema.name)
+    if order is None or sorted(order) != list(range(schema.num_keypoints)):
+        raise HarnessError(f"method ae: decode.order.{schema.name} must list each of the {schema.num_keypoints} "
+                           f"joints of {schema.name!r} once, got {order}")
+    return list(order)
+
+
+def decode(outputs: dict[str, torch.Tensor], cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Poses (N, K, 3) ``[x, y, score]`` in network-input pixels and person scores (N,), best first, from one
+    image's heatmaps (K, h, w) and tags (K·D, h, w)."""
+    dec = cfg["decode"]
+    heatmaps, tags = torch.as_tensor(outputs["heatmaps"]), torch.as_tensor(outputs["tags"])
+    if tags.shape[0] % heatmaps.shape[0] or tags.shape[-2:] != heatmaps.shape[-2:]:
+        raise HarnessError(f"method ae: tags {tuple(tags.shape)} do not fit heatmaps {tuple(heatmaps.shape)} "
+                           f"(K·D tag channels on the same grid)")
+    return group(heatmaps.detach().cpu(), tags.detach().cpu(), int(cfg["encoding"]["stride"]),
+                 order=joint_order(cfg), topk=int(dec["topk"]), threshold=float(dec["threshold"]),
+                 tag_threshold=float(dec["tag_threshold"]), max_people=int(dec["max_people"]),
+                 refine_missing=bool(dec["refine"]), nms_kernel=int(dec["nms_kernel"]))
+
+
+def merge_flip(outputs: dict, flipped_outputs: dict, cfg: dict) -> dict:
+    """The flip test [R: test.py]: heatmaps averaged with the mirror's (un-mirrored, left / right swapped); the
+    mirror's tags appended as a further tag dimension (D doubles), as the code concatenates them."""
+    index = get_schema(cfg["schema"]).flip_index
+    heat = torch.as_tensor(outputs["heatmaps"])
+    back = flip_back(torch.as_tensor(flipped_outputs["heatmaps"]), index).to(heat)
+    k = heat.shape[0]
+    mirror_tags = torch.as_tensor(flipped_outputs["tags"])
+    dims = mirror_tags.shape[0] // k
+    mirror_tags = torch.cat([flip_back(mirror_tags[d * k:(d + 1) * k], index) for d in range(dims)])
+    tags = torch.cat([torch.as_tensor(outputs["tags"]), mirror_tags.to(heat)])
+    return {**outputs, "heatmaps": (heat + back) / 2, "tags": tags}
