@@ -237,20 +237,28 @@ def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
     model.load_state_dict(saved)
 
 
-def load_init_weights(model: torch.nn.Module, state: dict, path: Path) -> None:
+def load_init_weights(model: torch.nn.Module, state: dict, path: Path, into: str = "") -> None:
     """Load another training's weights into ``model`` to start from them: every name must match, with the same
-    shape; otherwise an error naming the checkpoint and all missing / unexpected / reshaped entries."""
-    own, saved = model.state_dict(), state["model"]
+    shape; otherwise an error naming the checkpoint and all missing / unexpected / reshaped entries. With
+    ``into`` (a module name prefix) the saved model is the submodule ``into`` of ``model``: its entries are matched
+    with the names under that prefix, and the rest of ``model`` is left as it is."""
+    prefix = f"{into.strip('.')}." if into.strip(".") else ""
+    own = {k[len(prefix):]: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    saved = state["model"]
     missing = sorted(set(own) - set(saved))
     unexpected = sorted(set(saved) - set(own))
-    reshaped = [f"{k} {tuple(saved[k].shape)} -> {tuple(own[k].shape)}" for k in own
+    reshaped = [f"{prefix}{k} {tuple(saved[k].shape)} -> {tuple(own[k].shape)}" for k in own
                 if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or reshaped:
-        parts = [f"{what}: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
+        parts = [f"{what}: {', '.join(prefix + n if what == 'missing' else n for n in names[:8])}"
+                 f"{', ...' if len(names) > 8 else ''}"
                  for what, names in (("missing", missing), ("unexpected", unexpected), ("shape", reshaped)) if names]
         raise HarnessError(f"{path}: field model: the weights to start from do not fit the model of this training "
                            f"({'; '.join(parts)})")
-    model.load_state_dict(saved, strict=True)
+    if prefix:
+        model.get_submodule(prefix[:-1]).load_state_dict(saved, strict=True)
+    else:
+        model.load_state_dict(saved, strict=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

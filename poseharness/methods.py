@@ -349,3 +349,49 @@ def load_method(name: str, root: Path | None = None) -> MethodSpec:
     if not path.exists():
         raise HarnessError(f"unknown method {name!r}: no {path} (known: {', '.join(method_names(root)) or 'none'})")
     return load_method_file(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Starting a training from another one: init: {from, freeze, method, into} (used by poseharness.train)
+# ----------------------------------------------------------------------------------------------------------
+
+def init_entry(spec: MethodSpec, training: str) -> dict | None:
+    """The checked ``init:`` of a training entry, ``{'from': str, 'freeze': [str], 'method': str, 'into': str}``
+    (``method`` this method's name unless the entry names another, ``into`` '' for the whole model); None when it
+    has none. Errors name method.yaml and the field."""
+    where = f"{spec.source}: field trainings.{training}.init"
+    if training not in spec.trainings:
+        raise HarnessError(f"{spec.source}: method {spec.name!r} has no training {training!r} "
+                           f"(known: {', '.join(spec.trainings)})")
+    raw = spec.trainings[training].get("init")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"from", "freeze", "method", "into"}:
+        raise HarnessError(f"{where}: must be a mapping {{from: <training>, freeze: [<module prefixes>], "
+                           f"method: <another method>, into: <module prefix>}}, got {raw!r}")
+    source, freeze = raw.get("from"), raw.get("freeze", [])
+    method, into = raw.get("method", spec.name), raw.get("into", "")
+    if method == spec.name:
+        if into:
+            raise HarnessError(f"{where}.into: only a training of another method (init.method) goes into a "
+                               f"submodule, got {into!r}")
+        known = [t for t in spec.trainings if t != training]
+    else:
+        if not isinstance(into, str) or not into.strip("."):
+            raise HarnessError(f"{where}.into: the submodule that takes method {method!r}'s model must be named "
+                               f"(a module name prefix), got {into!r}")
+        known = list(source_method(spec, method, where).trainings)
+    if not isinstance(source, str) or source not in known:
+        raise HarnessError(f"{where}.from: {source!r} names no other training of method {method!r} "
+                           f"(known: {', '.join(known)})")
+    if not isinstance(freeze, list) or not all(isinstance(p, str) and p.strip(".") for p in freeze):
+        raise HarnessError(f"{where}.freeze: must be a list of module name prefixes, got {freeze!r}")
+    return {"from": source, "freeze": list(freeze), "method": method, "into": into}
+
+
+def source_method(spec: MethodSpec, name: str, where: str) -> MethodSpec:
+    """Method ``name`` that a training starts from: the sibling directory of ``spec``'s (``methods/<name>``)."""
+    path = spec.directory.parent / str(name) / "method.yaml"
+    if not path.is_file():
+        raise HarnessError(f"{where}.method: no method {name!r} beside {spec.directory} ({path} not found)")
+    return load_method_file(path)

@@ -44,7 +44,9 @@ directory's ``final.pt`` for the same dataset, scale and seed, :func:`init_check
 ``init_checkpoint=``), every parameter under a prefix (``body`` freezes ``body.0.weight`` but not
 ``body2.weight``) is frozen (no gradient, not in the optimiser; BatchNorm layers under it stay in eval mode), and
 the source's sha256 goes into the config (so another source is another config) and, with its path, into the
-checkpoint's ``init`` field.
+checkpoint's ``init`` field. The source may be a training of another method (``method: <name>``, a sibling
+directory of this method's, e.g. the recurrent method on a trained Associative Embedding), whose whole model
+becomes the submodule ``into: <prefix>`` of this one; the rest of the model keeps its fresh initialisation.
 """
 from __future__ import annotations
 
@@ -72,7 +74,7 @@ from .data.manifest import Manifest
 from .device import Distributed, barrier, deterministic, pick_device, process_group
 from .errors import HarnessError
 from .io import file_digest
-from .methods import MethodSpec, load_method_file
+from .methods import MethodSpec, init_entry, load_method_file  # noqa: F401  (init_entry: part of this API)
 from .provenance import config_hash
 
 TRAIN_SPLIT = "train"
@@ -304,46 +306,31 @@ class InitSource:
     path: Path
     sha256: str
     state: dict = field(repr=False, compare=False)
+    other: dict = field(default_factory=dict)   # {'method', 'into'} for a training of another method
+
+    @property
+    def into(self) -> str:
+        return self.other.get("into", "")
 
     def config(self) -> dict:
-        """What goes into the config (and its hash): the source training, the frozen prefixes, the file's hash."""
-        return {"from": self.training, "freeze": list(self.freeze), "sha256": self.sha256}
+        """What goes into the config (and its hash): the source training (and method, and the submodule it goes
+        into), the frozen prefixes, the file's hash."""
+        return {"from": self.training, **self.other, "freeze": list(self.freeze), "sha256": self.sha256}
 
     def record(self) -> dict:
         """The checkpoint's ``init`` field: :meth:`config` and the source's path."""
         return {**self.config(), "path": str(self.path)}
 
 
-def init_entry(spec: MethodSpec, training: str) -> dict | None:
-    """The checked ``init:`` of a training entry, ``{'from': str, 'freeze': [str]}``; None when it has none.
-    Errors name method.yaml and the field."""
-    where = f"{spec.source}: field trainings.{training}.init"
-    if training not in spec.trainings:
-        raise HarnessError(f"{spec.source}: method {spec.name!r} has no training {training!r} "
-                           f"(known: {', '.join(spec.trainings)})")
-    raw = spec.trainings[training].get("init")
-    if raw is None:
-        return None
-    if not isinstance(raw, dict) or set(raw) - {"from", "freeze"}:
-        raise HarnessError(f"{where}: must be a mapping {{from: <training>, freeze: [<module prefixes>]}}, "
-                           f"got {raw!r}")
-    source, freeze = raw.get("from"), raw.get("freeze", [])
-    if not isinstance(source, str) or source not in spec.trainings or source == training:
-        raise HarnessError(f"{where}.from: {source!r} names no other training of method {spec.name!r} "
-                           f"(known: {', '.join(t for t in spec.trainings if t != training)})")
-    if not isinstance(freeze, list) or not all(isinstance(p, str) and p.strip(".") for p in freeze):
-        raise HarnessError(f"{where}.freeze: must be a list of module name prefixes, got {freeze!r}")
-    return {"from": source, "freeze": list(freeze)}
-
-
 def init_checkpoint_path(spec: MethodSpec, training: str, manifest_name: str, scale: str, seed: int) -> Path:
     """The default checkpoint ``training`` starts from: ``final.pt`` of the run directory of its ``init.from``
-    training on the same dataset, scale and seed. An error when the training has no ``init:``."""
+    training (of ``init.method``) on the same dataset, scale and seed. An error when the training has no
+    ``init:``."""
     entry = init_entry(spec, training)
     if entry is None:
         raise HarnessError(f"{spec.source}: field trainings.{training}.init: training {training!r} does not start "
                            f"from another training")
-    return ckpt.run_dir(spec.name, manifest_name, entry["from"], scale, seed) / ckpt.FINAL
+    return ckpt.run_dir(entry["method"], manifest_name, entry["from"], scale, seed) / ckpt.FINAL
 
 
 def resolve_init(spec: MethodSpec, training: str, manifest_name: str, scale: str, seed: int,
@@ -363,12 +350,13 @@ def resolve_init(spec: MethodSpec, training: str, manifest_name: str, scale: str
                            f"{entry['from']!r} ({spec.source}: field trainings.{training}.init.from); train that "
                            f"first or pass --init-checkpoint")
     state = ckpt.load_checkpoint(path)
-    ckpt.check_identity(state, path, method=spec.name, training=entry["from"])
+    ckpt.check_identity(state, path, method=entry["method"], training=entry["from"])
     if not state["complete"]:
         raise HarnessError(f"{path}: field complete: the checkpoint to start {training!r} from is not complete "
                            f"({state['step']} of {state['total_steps']} steps); finish training "
                            f"{entry['from']!r} first")
-    return InitSource(entry["from"], tuple(entry["freeze"]), path.resolve(), file_digest(path), state)
+    other = {"method": entry["method"], "into": entry["into"]} if entry["method"] != spec.name else {}
+    return InitSource(entry["from"], tuple(entry["freeze"]), path.resolve(), file_digest(path), state, other)
 
 
 def _under(name: str, prefix: str) -> bool:
@@ -548,7 +536,7 @@ class _Run:
         params: Any = model.parameters()
         if self.init is not None:
             if self.state is None:
-                ckpt.load_init_weights(model, self.init.state, self.init.path)
+                ckpt.load_init_weights(model, self.init.state, self.init.path, into=self.init.into)
             frozen = freeze(model, self.init.freeze, f"{self.spec.source}: field trainings.{self.training}.init.freeze")
             params = [p for n, p in model.named_parameters() if n not in frozen]
         optimizer = torch.optim.Adam(params, lr=self.settings.lr, weight_decay=self.settings.weight_decay)

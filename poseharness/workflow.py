@@ -21,7 +21,7 @@ from . import paths
 from .data.manifest import Manifest, load_manifest
 from .data.synthetic import STAMP as SYNTHETIC_STAMP
 from .errors import HarnessError
-from .methods import MethodSpec, TableSpec, load_method
+from .methods import MethodSpec, TableSpec, init_entry, load_method
 from .provenance import config_hash
 
 #: Target rules the workflow defines itself; no method may declare an alias of these names.
@@ -163,16 +163,13 @@ def training_hash(method: MethodSpec, training: str, scale: str) -> str:
 
 
 def init_source(layout: Layout, method: MethodSpec, training: str, dataset: str, scale: str, seed) -> list[str]:
-    """The checkpoint a training with ``init: {from: T}`` starts from — ``final.pt`` of training T on the same
-    dataset, scale and seed, an input of the job (so the DAG trains T first) — or none."""
-    entry = method.entry("trainings", training).get("init")
-    if not entry:
+    """The checkpoint a training with ``init: {from: T}`` starts from — ``final.pt`` of training T (of
+    ``init.method``, default this method) on the same dataset, scale and seed, an input of the job (so the DAG
+    trains T first) — or none."""
+    entry = init_entry(method, training)
+    if entry is None:
         return []
-    source = entry.get("from") if isinstance(entry, dict) else None
-    if source not in method.trainings:
-        raise HarnessError(f"{method.source}: field trainings.{training}.init.from: unknown training {source!r} "
-                           f"(known: {', '.join(method.trainings)})")
-    return [layout.checkpoint.format(method=method.name, dataset=dataset, training=source, scale=scale,
+    return [layout.checkpoint.format(method=entry["method"], dataset=dataset, training=entry["from"], scale=scale,
                                      seed=seed)]
 
 

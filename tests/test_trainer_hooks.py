@@ -291,6 +291,64 @@ def test_init_errors_name_the_file_and_the_setting(env, tmp_path):
     assert not (ckpt.run_dir("toy_init_errors", "synthetic-coco", "bad_prefix", "tiny", 0)).exists()
 
 
+WRAPPED = '''
+class Wrapper(nn.Module):
+    """Another method's whole model as the submodule ``inner``, plus a head of its own."""
+
+    def __init__(self, keypoints, channels):
+        super().__init__()
+        self.inner = ToyNet(keypoints, channels)
+        self.extra = nn.Conv2d(keypoints, keypoints, 1)
+
+    def forward(self, x):
+        return [{"heatmaps": self.extra(self.inner(x)[-1]["heatmaps"])}]
+
+
+def build_model(cfg):
+    return Wrapper(get_schema(cfg["schema"]).num_keypoints, cfg["model"]["channels"])
+'''
+
+
+def wrapping_trainings(source: str):
+    def edit(raw: dict) -> None:
+        raw["trainings"].update(
+            wrapped={"init": {"method": source, "from": "base", "into": "inner", "freeze": ["inner"]}},
+            unnamed={"init": {"method": source, "from": "base"}},
+            elsewhere={"init": {"method": "nowhere", "from": "base", "into": "inner"}},
+            unknown={"init": {"method": source, "from": "nope", "into": "inner"}},
+            bad_into={"init": {"method": source, "from": "base", "into": "extra"}})
+    return edit
+
+
+def test_init_from_another_methods_training_into_a_submodule(env, tmp_path):
+    source = resolve_method(toy_method(tmp_path, "toy_src"))
+    spec = resolve_method(toy_method(tmp_path, "toy_wrap", WRAPPED, wrapping_trainings("toy_src")))
+    path = init_checkpoint_path(spec, "wrapped", "synthetic-coco", "tiny", 0)
+    assert path == ckpt.run_dir("toy_src", "synthetic-coco", "base", "tiny", 0) / ckpt.FINAL
+    with pytest.raises(HarnessError, match=r"toy_src/synthetic-coco/base/tiny-seed0/final\.pt: checkpoint file not "
+                                           r"found: training 'wrapped' starts from training 'base'"):
+        run(spec, "wrapped", steps=2)
+    base = run(source, "base", steps=3)
+    tuned = run(spec, "wrapped", steps=3)
+    a, b = ckpt.load_checkpoint(base.checkpoint), ckpt.load_checkpoint(tuned.checkpoint)
+    assert all(torch.equal(a["model"][k], b["model"]["inner." + k]) for k in a["model"])     # loaded, frozen
+    assert len(b["optimizer"]["state"]) == 2                 # Adam holds the wrapper's own head only
+    assert b["config"]["init"] == {"from": "base", "method": "toy_src", "into": "inner", "freeze": ["inner"],
+                                   "sha256": file_digest(base.checkpoint)}
+
+    with pytest.raises(HarnessError, match=r"field trainings\.unnamed\.init\.into: the submodule that takes method "
+                                           r"'toy_src'"):
+        run(spec, "unnamed", steps=2)
+    with pytest.raises(HarnessError, match=r"field trainings\.elsewhere\.init\.method: no method 'nowhere' beside"):
+        run(spec, "elsewhere", steps=2)
+    with pytest.raises(HarnessError, match=r"field trainings\.unknown\.init\.from: 'nope' names no other training "
+                                           r"of method 'toy_src' \(known: base"):
+        run(spec, "unknown", steps=2)
+    with pytest.raises(HarnessError, match=r"final\.pt: field model: the weights to start from do not fit the model "
+                                           r"of this training \(missing: extra\.bias, extra\.weight; unexpected: body\.0\.bias"):
+        run(spec, "bad_into", steps=2)
+
+
 def test_cli_takes_init_checkpoint():
     from poseharness.cli import build_parser
 

@@ -309,5 +309,13 @@ def test_a_training_that_starts_from_another_makes_its_checkpoint_an_input(tmp_p
         "checkpoints/toy/synthetic-coco/base/tiny-seed0/final.pt"]
     raw["trainings"]["tuned"]["init"]["from"] = "bsae"
     spec = parse_method(raw, tmp_path / "toy" / "method.yaml")
-    with pytest.raises(HarnessError, match=r"trainings\.tuned\.init\.from: unknown training 'bsae'"):
+    with pytest.raises(HarnessError, match=r"trainings\.tuned\.init\.from: 'bsae' names no other training of "
+                                           r"method 'toy'"):
         wf.init_source(LAYOUT, spec, "tuned", "synthetic-coco", "tiny", "0")
+    # a training of another method (a sibling directory) into a submodule: that method's checkpoint
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "method.yaml").write_text(yaml.safe_dump({**yaml.safe_load(toy.read_text()), "name": "src"}))
+    raw["trainings"]["tuned"]["init"] = {"method": "src", "from": "base", "into": "inner"}
+    spec = parse_method(raw, tmp_path / "toy" / "method.yaml")
+    assert wf.init_source(LAYOUT, spec, "tuned", "synthetic-coco", "tiny", "0") == [
+        "checkpoints/src/synthetic-coco/base/tiny-seed0/final.pt"]
