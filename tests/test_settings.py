@@ -177,11 +177,18 @@ def reads(method: str, group: str) -> tuple[set[str], set[str]]:
             continue
         torch.manual_seed(0)
         # training mode, as the trainer calls the loss (training-only heads included); two images, so that
-        # BatchNorm has more than one value per channel at the deepest 1 x 1 maps
-        outputs = module.build_model(cfg).train()(torch.zeros(2, 3, 64, 64))
-        batch = {k: torch.stack([v, v]) for k, v in targets.items()}
+        # BatchNorm has more than one value per channel at the deepest 1 x 1 maps. A method with its own training
+        # step (and collation) is called through them, as the trainer calls it.
+        net, images = module.build_model(cfg).train(), torch.zeros(2, 3, 64, 64)
+        if callable(getattr(module, "collate", None)):
+            batch = module.collate([dict(targets), dict(targets)])
+        else:
+            batch = {k: torch.stack([v, v]) for k, v in targets.items()}
         loss_cfg = module.loss_config(cfg, 0.99) if hasattr(module, "loss_config") else cfg
-        module.loss(outputs, batch, loss_cfg)
+        if callable(getattr(module, "train_step", None)):
+            module.train_step(net, {**batch, "image": images}, loss_cfg, progress=0.99)
+        else:
+            module.loss(net(images), batch, loss_cfg)
     return declared_leaves(schema["properties"][group]), seen
 
 

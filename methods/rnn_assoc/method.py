@@ -1,0 +1,115 @@
+"""The recurrent unified detection-and-association method as a harness method: a ConvLSTM on Associative Embedding
+features emits one person's heatmaps per step and a stop probability (:mod:`.model`, :mod:`.unroll`).
+
+``encode`` returns ``person_maps`` (z, J, h, w), each person's own Gaussians (the training targets, a per-image list
+in the batch), and the oracle's outputs ``steps`` (the same maps as steps) and ``stop`` (eq. 1's targets for
+ẑ = z): ``decode(encode(ground truth))`` is the one-person-per-step representation through the per-step decoder,
+whose persons never share a map. It also returns AE's targets (``methods/ae``: shared heatmaps, perfect tags), so a
+variant with ``decode.decoder: ae`` decodes the frozen AE inside the model (Tables 1-2's AE rows, from the same
+checkpoint) and its oracle is AE's.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from poseharness.contract import method_module, resolve_method
+from poseharness.data.loader import collate as default_collate
+from poseharness.data.sample import Sample
+from poseharness.schemas import get_schema
+
+from .model import build_model  # noqa: F401  (the method contract: network)
+from .representation import decode_steps, person_maps, stop_targets
+from .unroll import losses, unroll
+
+paradigm = "bottom-up"
+
+#: Target names that are model outputs.
+OUTPUTS = ("steps", "stop", "heatmaps", "tags")
+#: Per-image targets of varying length, collated as lists.
+PER_IMAGE = ("person_maps", "steps", "stop")
+
+
+def _ae():
+    return method_module(resolve_method("ae"))
+
+
+def ae_config(cfg: dict) -> dict:
+    """The config AE's encode / decode / flip merge read: this method's stride and schema, ``encoding.sigma`` and
+    ``max_people``, and ``decode.ae``."""
+    enc = cfg["encoding"]
+    return {"schema": cfg["schema"], "encoding": {"stride": enc["stride"], "sigma": enc["sigma"],
+                                                  "max_people": enc["max_people"]},
+            "decode": {**cfg["decode"]["ae"], "flip": cfg["decode"]["flip"]}}
+
+
+def encode(sample: Sample, cfg: dict) -> dict[str, np.ndarray]:
+    """person_maps (z, J, h, w) of the annotated persons (not crowd, labelled keypoints), at most
+    ``encoding.max_people`` [D]; steps (z + 1, J, h, w) the same plus an empty stop step; stop (z + 1,) eq. 1;
+    AE's heatmaps, joints and tags (``methods/ae``)."""
+    enc = cfg["encoding"]
+    stride = int(enc["stride"])
+    out_hw = (sample.height // stride, sample.width // stride)
+    kp = sample.keypoints[sample.annotated][: int(enc["max_people"])]
+    if kp.ndim != 3:
+        kp = np.zeros((0, get_schema(cfg["schema"]).num_keypoints, 3))
+    maps = person_maps(kp, out_hw, stride, float(enc["sigma"]))
+    steps = np.concatenate([maps, np.zeros((1, *maps.shape[1:]), dtype=np.float32)])
+    ae = _ae().encode(sample, ae_config(cfg))
+    return {"person_maps": maps, "steps": steps, "stop": stop_targets(len(maps), len(maps)),
+            "heatmaps": ae["heatmaps"], "tags": ae["tags"]}
+
+
+def collate(items: list[dict]) -> dict:
+    """The loader's collation, with the per-image targets of varying length as lists."""
+    lists = {k: [item.pop(k) for item in items] for k in PER_IMAGE if k in items[0]}
+    out = default_collate(items)
+    out.update({k: [torch.as_tensor(v) for v in vals] for k, vals in lists.items()})
+    return out
+
+
+def final_outputs(outputs: dict) -> dict:
+    """{steps: (B, J, T, h, w), stop: (B, 1, T), heatmaps, tags}: the head layout reads J, 1, K and K."""
+    return {"steps": outputs["steps"].transpose(1, 2), "stop": outputs["stop"][:, None],
+            "heatmaps": outputs["heatmaps"], "tags": outputs["tags"]}
+
+
+def decode(outputs: dict[str, torch.Tensor], cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Poses (N, J, 3) in network-input pixels and scores (N,) of one image: ``decode.decoder: recurrent`` from its
+    steps (T, J, h, w) and stop probabilities (T,) (:func:`.representation.decode_steps`); ``ae`` from AE's
+    heatmaps and tags by AE's grouping."""
+    dec = cfg["decode"]
+    if dec["decoder"] == "ae":
+        return _ae().decode(outputs, ae_config(cfg))
+    return decode_steps(outputs["steps"], outputs["stop"], int(cfg["encoding"]["stride"]), float(dec["tau"]),
+                        float(dec["omega"]))
+
+
+def merge_flip(outputs: dict, flipped_outputs: dict, cfg: dict) -> dict:
+    """The flip test of the AE rows: AE's merge of the heatmaps and tags. The per-step maps of an image and of its
+    mirror hold their persons in different orders and do not pair up, so ``steps`` and ``stop`` stay the image's
+    own (the recurrent decoder is unchanged by the flip test)."""
+    return {**outputs, **_ae().merge_flip(outputs, flipped_outputs, ae_config(cfg))}
+
+
+def loss(outputs: dict, batch: dict, cfg: dict) -> dict[str, torch.Tensor]:
+    """The weighted terms of :func:`.unroll.losses` from the unrolls in ``outputs['runs']`` (one per image)."""
+    w = cfg["loss"]
+    terms = losses(outputs["runs"], [t.to(outputs["runs"][0].logits) for t in batch["person_maps"]])
+    return {name: value * float(w[name]) for name, value in terms.items()}
+
+
+def train_step(net, batch: dict, cfg: dict, *, progress: float):
+    """Algorithm 1 on each image of the batch (:func:`.unroll.unroll`), then the losses. The outputs returned are
+    the inference outputs' layout (steps zero-padded to the longest unroll)."""
+    un = cfg["unroll"]
+    feats, ae = net.features(batch["image"])
+    runs = [unroll(net, feats[b:b + 1], batch["person_maps"][b].to(feats), omega=float(cfg["decode"]["omega"]),
+                   chunk=int(un["chunk"]), max_steps=int(un["max_steps"]), config=str(un["config"]))
+            for b in range(len(feats))]
+    steps = max(len(r.maps) for r in runs)
+    maps = torch.stack([torch.stack(r.maps + [torch.zeros_like(r.maps[0])] * (steps - len(r.maps))) for r in runs])
+    stop = torch.stack([torch.cat([torch.sigmoid(r.logits), r.logits.new_zeros(steps - len(r.logits))])
+                        for r in runs])
+    outputs = {"steps": maps.detach(), "stop": stop.detach(), "heatmaps": ae["heatmaps"], "tags": ae["tags"]}
+    return outputs, loss({"runs": runs}, batch, cfg)

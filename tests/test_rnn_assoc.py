@@ -1,0 +1,172 @@
+"""The recurrent method: the Hungarian matching against brute force, eq. 1's stop targets, Table 4's configurations,
+truncated back-propagation (T at least the unroll is the full gradient), the per-step decoder, the settings that
+must equal methods/ae's, one training step, and the one-person-per-step oracle."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from poseharness.config import variant_config
+from poseharness.contract import method_module, method_submodule, resolve_method
+from poseharness.data.manifest import load_manifest
+from poseharness.data.synthetic import generate
+from poseharness.methods import load_method
+from poseharness.oracle import run_oracle
+
+SPEC = resolve_method("rnn_assoc")
+rep = method_submodule(SPEC, "representation")
+unroll_mod = method_submodule(SPEC, "unroll")
+model_mod = method_submodule(SPEC, "model")
+method = method_module(SPEC)
+
+
+def brute_force(cost: np.ndarray) -> float:
+    z, n = cost.shape
+    if z <= n:
+        return min(sum(cost[i, p[i]] for i in range(z)) for p in itertools.permutations(range(n), z))
+    return min(sum(cost[p[j], j] for j in range(n)) for p in itertools.permutations(range(z), n))
+
+
+@pytest.mark.parametrize("z,n", [(3, 3), (2, 4), (4, 2), (1, 5), (5, 5)])
+def test_hungarian_matching_equals_brute_force(z, n):
+    gen = torch.Generator().manual_seed(z * 10 + n)
+    targets, predicted = torch.rand(z, 3, 5, 5, generator=gen), torch.rand(n, 3, 5, 5, generator=gen)
+    cost = rep.map_costs(targets, predicted).numpy()
+    # C[k, k'] = sum over joints of the Frobenius norm of the map difference
+    assert cost[0, 0] == pytest.approx(sum(torch.linalg.norm(targets[0, j] - predicted[0, j]).item()
+                                           for j in range(3)), rel=1e-5)
+    rows, cols = rep.match(targets, predicted)
+    assert len(rows) == min(z, n) and len(set(cols.tolist())) == len(cols)
+    assert cost[rows, cols].sum() == pytest.approx(brute_force(cost), rel=1e-6)
+
+
+def test_stop_targets_follow_eq_1():
+    assert rep.stop_targets(3, 3).tolist() == [1, 1, 1, 0]
+    assert rep.stop_targets(3, 1).tolist() == [1, 1, 1, 0]
+    assert rep.stop_targets(2, 4).tolist() == [1, 1, 0, 0, 0]
+    assert rep.stop_targets(0, 0).tolist() == [0]
+    with pytest.raises(ValueError):
+        rep.stop_targets(-1, 0)
+
+
+@pytest.mark.parametrize("config,t,z,z_hat,ok", [
+    ("a,a'", 2, 4, 2, False), ("a,a'", 1, 4, 2, True), ("b,a'", 3, 4, 2, True),      # a: stopped early
+    ("a,a'", 4, 3, None, False), ("a,b'", 4, 3, None, True), ("b,b'", 5, 3, 6, True),  # a': only the first z
+])
+def test_table_4_configurations(config, t, z, z_hat, ok):
+    assert unroll_mod.matchable(t, z, z_hat, config) is ok
+
+
+def test_decode_steps_reads_until_the_stop_and_drops_weak_joints():
+    maps = torch.zeros(4, 2, 8, 8)
+    maps[0, 0, 2, 3], maps[0, 1, 5, 5] = 0.9, 0.01        # joint 1 of person 0 below tau
+    maps[1, 0, 6, 1], maps[1, 1, 1, 6] = 0.5, 0.5
+    maps[3, 0, 4, 4] = 1.0                                 # after the stop: never read
+    poses, scores = rep.decode_steps(maps, torch.tensor([0.9, 0.8, 0.1, 0.9]), 4, 0.015, 0.2689)
+    assert len(poses) == 2 and scores.tolist() == pytest.approx([0.9, 0.5])
+    assert poses[0, 1].tolist() == [0, 0, 0] and poses[0, 0, :2].tolist() == [3 * 4 + 1.5, 2 * 4 + 1.5]
+    empty, _ = rep.decode_steps(maps, torch.tensor([0.1, 0.9, 0.9, 0.9]), 4, 0.015, 0.2689)
+    assert empty.shape == (0, 2, 3)
+
+
+def _cfg(variant="steps", scale="tiny"):
+    return variant_config(load_method("rnn_assoc"), variant, scale, load_manifest("synthetic-coco"))
+
+
+@pytest.mark.parametrize("scale", ["tiny", "paper"])
+def test_the_ae_inside_is_methods_ae_at_the_same_scale(scale):
+    ours = _cfg(scale=scale)["model"]["ae"]
+    ae = variant_config(load_method("ae"), "plain", scale, load_manifest("synthetic-coco"))
+    assert ours == ae["model"]
+    assert _cfg(scale=scale)["decode"]["ae"] == {k: ae["decode"][k] for k in _cfg()["decode"]["ae"]}
+
+
+def _net(cfg, seed=0):
+    torch.manual_seed(seed)
+    net = model_mod.build_model(cfg)
+    net.train()
+    return net
+
+
+def _grads(net, feats, targets, chunk, steps):
+    net.zero_grad()
+    run = unroll_mod.unroll(net, feats, targets, omega=0.0, chunk=chunk, max_steps=steps, config="b,b'",
+                            generator=torch.Generator().manual_seed(1))
+    terms = unroll_mod.losses([run], [targets])
+    sum(terms.values()).backward()
+    return torch.cat([p.grad.flatten() for p in net.lstm1.parameters()]), run
+
+
+def test_truncation_at_t_not_below_the_unroll_is_the_full_gradient():
+    cfg = _cfg()
+    cfg["model"]["lstm2"]["layers"] = 0
+    net = _net(cfg)
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(1, 34, 8, 8, generator=gen)
+    targets = torch.rand(3, 17, 8, 8, generator=gen)
+    # omega 0: the stop never fires, so the unroll runs max_steps = 5 person steps
+    full, run = _grads(net, feats, targets, chunk=5, steps=5)
+    assert len(run.maps) == 5 and run.z_hat == 5
+    # the reference: the same steps with no detaching at all, one matching over all of them
+    net.zero_grad()
+    g, state, maps, logits = torch.Generator().manual_seed(1), None, [], []
+    for _ in range(5):
+        m, logit, state = net.person(feats, state, g)
+        maps.append(m[0])
+        logits.append(logit[0])
+    rows, cols = rep.match(targets, torch.stack(maps))
+    ref = unroll_mod.Unrolled(maps, torch.stack(logits), 5, {int(c): int(r) for r, c in zip(rows, cols)})
+    sum(unroll_mod.losses([ref], [targets]).values()).backward()
+    reference = torch.cat([p.grad.flatten() for p in net.lstm1.parameters()])
+    assert torch.allclose(full, reference, rtol=1e-5, atol=1e-7)
+    longer, _ = _grads(net, feats, targets, chunk=50, steps=5)
+    assert torch.equal(longer, full)
+    cut, _ = _grads(net, feats, targets, chunk=1, steps=5)
+    assert not torch.allclose(cut, full, rtol=1e-3, atol=1e-6)
+
+
+def test_one_training_step_and_inference_outputs():
+    cfg = _cfg("single")
+    net = _net(cfg)
+    batch = {"image": torch.randn(2, 3, 64, 64), "person_maps": [torch.rand(2, 17, 16, 16), torch.zeros(0, 17, 16, 16)]}
+    outputs, terms = method.train_step(net, batch, cfg, progress=0.0)
+    assert set(terms) == {"heatmap1", "stop", "heatmap2"} and all(torch.isfinite(v) for v in terms.values())
+    sum(terms.values()).backward()
+    assert net.lstm1.out.weight.grad is not None and net.lstm2.out.weight.grad is not None
+    layout = {k: v.shape[1] for k, v in method.final_outputs(outputs).items()}
+    net.eval()
+    out = net(batch["image"])
+    assert {k: v.shape[1] for k, v in method.final_outputs(out).items()} == layout == {
+        "steps": 17, "stop": 1, "heatmaps": 17, "tags": 17}
+    poses, scores = method.decode({k: v[0] for k, v in out.items()}, cfg)
+    assert poses.shape[1:] == (17, 3) and len(poses) == len(scores)
+
+
+@pytest.mark.parametrize("kind", ["learned", "inverse", "random", "confidence", "canonical"])
+def test_orders_are_permutations(kind):
+    maps = torch.rand(4, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    u = model_mod.orders(kind, maps, torch.ones(4), torch.Generator().manual_seed(0))
+    assert sorted(u.tolist()) == [0, 1, 2, 3]
+    if kind == "inverse":
+        assert u.tolist() == [3, 2, 1, 0]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rnn_oracle")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("POSEHARNESS_DATA", str(root / "data"))
+    generate(load_manifest("synthetic-ochuman"), "tiny", jobs=1, progress=False)
+    yield root
+    mp.undo()
+
+
+def test_oracle_one_person_per_step_against_shared_maps(synthetic, monkeypatch):
+    monkeypatch.setenv("POSEHARNESS_DATA", str(synthetic / "data"))
+    rows = run_oracle(load_method("rnn_assoc"), load_manifest("synthetic-ochuman"), "val", ["steps", "ae_plain"],
+                      "tiny", size="tiny", progress=False, write=False)
+    m = {r["variant"]: r["metrics"] for r in rows}
+    # measured: steps AP 1.0 (every person its own maps), ae_plain (perfect tags on shared maps) 0.965 on the
+    # overlapping pairs of synthetic OCHuman (12 val images)
+    assert m["steps"]["AP"] >= 0.95 and m["steps"]["AP"] >= m["ae_plain"]["AP"]
