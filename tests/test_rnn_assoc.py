@@ -134,11 +134,10 @@ def test_one_training_step_and_inference_outputs():
     assert set(terms) == {"heatmap1", "stop", "heatmap2"} and all(torch.isfinite(v) for v in terms.values())
     sum(terms.values()).backward()
     assert net.lstm1.out.weight.grad is not None and net.lstm2.out.weight.grad is not None
-    layout = {k: v.shape[1] for k, v in method.final_outputs(outputs).items()}
+    layout = {k: v.shape[1] for k, v in outputs.items()}
     net.eval()
     out = net(batch["image"])
-    assert {k: v.shape[1] for k, v in method.final_outputs(out).items()} == layout == {
-        "steps": 17, "stop": 1, "heatmaps": 17, "tags": 17}
+    assert {k: v.shape[1] for k, v in out.items()} == layout == {"steps": 17, "stop": 1, "heatmaps": 17, "tags": 17}
     poses, scores = method.decode({k: v[0] for k, v in out.items()}, cfg)
     assert poses.shape[1:] == (17, 3) and len(poses) == len(scores)
 

@@ -36,17 +36,20 @@ def _ae():
 
 def ae_config(cfg: dict) -> dict:
     """The config AE's encode / decode / flip merge read: this method's stride and schema, ``encoding.sigma`` and
-    ``max_people``, and ``decode.ae``."""
+    ``max_people``, and ``decode.ae`` with ``decode.flip`` (a training's config has no decode settings)."""
     enc = cfg["encoding"]
-    return {"schema": cfg["schema"], "encoding": {"stride": enc["stride"], "sigma": enc["sigma"],
-                                                  "max_people": enc["max_people"]},
-            "decode": {**cfg["decode"]["ae"], "flip": cfg["decode"]["flip"]}}
+    out = {"schema": cfg["schema"], "encoding": {"stride": enc["stride"], "sigma": enc["sigma"],
+                                                 "max_people": enc["max_people"]}}
+    if "decode" in cfg:
+        out["decode"] = {**cfg["decode"]["ae"], "flip": cfg["decode"]["flip"]}
+    return out
 
 
 def encode(sample: Sample, cfg: dict) -> dict[str, np.ndarray]:
     """person_maps (z, J, h, w) of the annotated persons (not crowd, labelled keypoints), at most
-    ``encoding.max_people`` [D]; steps (z + 1, J, h, w) the same plus an empty stop step; stop (z + 1,) eq. 1;
-    AE's heatmaps, joints and tags (``methods/ae``)."""
+    ``encoding.max_people`` [D]; the model's outputs as the oracle: steps (J, z + 1, h, w) the same plus an empty
+    stop step (joints as channels, as the model returns them), stop (1, z + 1) eq. 1; AE's heatmaps and tags
+    (``methods/ae``)."""
     enc = cfg["encoding"]
     stride = int(enc["stride"])
     out_hw = (sample.height // stride, sample.width // stride)
@@ -54,9 +57,9 @@ def encode(sample: Sample, cfg: dict) -> dict[str, np.ndarray]:
     if kp.ndim != 3:
         kp = np.zeros((0, get_schema(cfg["schema"]).num_keypoints, 3))
     maps = person_maps(kp, out_hw, stride, float(enc["sigma"]))
-    steps = np.concatenate([maps, np.zeros((1, *maps.shape[1:]), dtype=np.float32)])
+    steps = np.concatenate([maps, np.zeros((1, *maps.shape[1:]), dtype=np.float32)]).transpose(1, 0, 2, 3)
     ae = _ae().encode(sample, ae_config(cfg))
-    return {"person_maps": maps, "steps": steps, "stop": stop_targets(len(maps), len(maps)),
+    return {"person_maps": maps, "steps": steps, "stop": stop_targets(len(maps), len(maps))[None],
             "heatmaps": ae["heatmaps"], "tags": ae["tags"]}
 
 
@@ -68,20 +71,16 @@ def collate(items: list[dict]) -> dict:
     return out
 
 
-def final_outputs(outputs: dict) -> dict:
-    """{steps: (B, J, T, h, w), stop: (B, 1, T), heatmaps, tags}: the head layout reads J, 1, K and K."""
-    return {"steps": outputs["steps"].transpose(1, 2), "stop": outputs["stop"][:, None],
-            "heatmaps": outputs["heatmaps"], "tags": outputs["tags"]}
-
-
 def decode(outputs: dict[str, torch.Tensor], cfg: dict) -> tuple[np.ndarray, np.ndarray]:
     """Poses (N, J, 3) in network-input pixels and scores (N,) of one image: ``decode.decoder: recurrent`` from its
-    steps (T, J, h, w) and stop probabilities (T,) (:func:`.representation.decode_steps`); ``ae`` from AE's
-    heatmaps and tags by AE's grouping."""
+    steps (J, T, h, w) and stop probabilities (1, T) (:func:`.representation.decode_steps`, read up to the first
+    below ``decode.omega``, among the steps the model unrolled: up to its own stop at ``unroll.omega``); ``ae``
+    from AE's heatmaps and tags by AE's grouping."""
     dec = cfg["decode"]
     if dec["decoder"] == "ae":
         return _ae().decode(outputs, ae_config(cfg))
-    return decode_steps(outputs["steps"], outputs["stop"], int(cfg["encoding"]["stride"]), float(dec["tau"]),
+    steps = torch.as_tensor(outputs["steps"]).transpose(0, 1)          # (J, T, h, w) -> (T, J, h, w)
+    return decode_steps(steps, outputs["stop"], int(cfg["encoding"]["stride"]), float(dec["tau"]),
                         float(dec["omega"]))
 
 
@@ -100,16 +99,17 @@ def loss(outputs: dict, batch: dict, cfg: dict) -> dict[str, torch.Tensor]:
 
 
 def train_step(net, batch: dict, cfg: dict, *, progress: float):
-    """Algorithm 1 on each image of the batch (:func:`.unroll.unroll`), then the losses. The outputs returned are
+    """Algorithm 1 on each image of the batch (:func:`.unroll.unroll`), then the losses. The outputs returned have
     the inference outputs' layout (steps zero-padded to the longest unroll)."""
     un = cfg["unroll"]
     feats, ae = net.features(batch["image"])
-    runs = [unroll(net, feats[b:b + 1], batch["person_maps"][b].to(feats), omega=float(cfg["decode"]["omega"]),
+    runs = [unroll(net, feats[b:b + 1], batch["person_maps"][b].to(feats), omega=float(un["omega"]),
                    chunk=int(un["chunk"]), max_steps=int(un["max_steps"]), config=str(un["config"]))
             for b in range(len(feats))]
     steps = max(len(r.maps) for r in runs)
     maps = torch.stack([torch.stack(r.maps + [torch.zeros_like(r.maps[0])] * (steps - len(r.maps))) for r in runs])
     stop = torch.stack([torch.cat([torch.sigmoid(r.logits), r.logits.new_zeros(steps - len(r.logits))])
                         for r in runs])
-    outputs = {"steps": maps.detach(), "stop": stop.detach(), "heatmaps": ae["heatmaps"], "tags": ae["tags"]}
+    outputs = {"steps": maps.detach().transpose(1, 2), "stop": stop.detach()[:, None], "heatmaps": ae["heatmaps"],
+               "tags": ae["tags"]}
     return outputs, loss({"runs": runs}, batch, cfg)

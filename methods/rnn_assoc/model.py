@@ -144,8 +144,10 @@ def orders(kind: str, maps: torch.Tensor, stop: torch.Tensor, generator: torch.G
 
 class RecurrentPose(nn.Module):
     """AE features + LSTM1 (+ LSTM2). ``forward(images)`` (inference) unrolls each image until its stop probability
-    falls below ``omega`` or ``max_steps`` persons: {"steps": (B, T, J, h, w), "stop": (B, T)}, the steps after an
-    image's end zero-padded (stop 0), and AE's own outputs {"heatmaps", "tags"} (B, K, h, w) for the AE rows."""
+    falls below the training's ``unroll.omega`` (the model's own stop) or ``unroll.max_steps`` persons:
+    {"steps": (B, J, T, h, w), "stop": (B, 1, T)} (joints, not steps, as channels: the head layout), the steps
+    after an image's end zero-padded (stop 0), and AE's own outputs {"heatmaps", "tags"} (B, K, h, w) for the AE
+    rows."""
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -162,8 +164,8 @@ class RecurrentPose(nn.Module):
         self.lstm2 = (LSTM2(feat_channels, joints, int(lstm2["hidden"]), int(lstm2["layers"])) if lstm2["layers"]
                       else None)
         self.passes = max(int(m["loops"]), 1)
-        self.omega = float(cfg["decode"]["omega"])
-        self.max_steps = int(cfg["decode"]["max_steps"])
+        self.omega = float(cfg["unroll"]["omega"])
+        self.max_steps = int(cfg["unroll"]["max_steps"])
         self.order = m["lstm2"]["order"]
 
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -205,7 +207,7 @@ class RecurrentPose(nn.Module):
         maps, stop = torch.stack(steps, 1), torch.stack(stops, 1)
         if self.lstm2 is not None:
             maps = torch.stack([self._refined(feats[b:b + 1], maps[b], stop[b]) for b in range(len(maps))])
-        return {"steps": maps, "stop": stop, "heatmaps": ae["heatmaps"], "tags": ae["tags"]}
+        return {"steps": maps.transpose(1, 2), "stop": stop[:, None], "heatmaps": ae["heatmaps"], "tags": ae["tags"]}
 
     def _refined(self, feats: torch.Tensor, maps: torch.Tensor, stop: torch.Tensor) -> torch.Tensor:
         n = int((stop >= self.omega).sum())        # the persons LSTM1 emitted before its stop
