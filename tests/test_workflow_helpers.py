@@ -137,9 +137,12 @@ def test_used_datasets_and_splits_needed(specs):
     # The stand-in of every dataset family some table with columns runs on (e.g. posedet: crowdpose).
     families = {t.dataset for s in specs.values() for t in s.tables().values() if t.columns}
     assert wf.used_datasets(config(), specs) == sorted(config()["datasets"][f] for f in families)
-    # COCO: evaluation split, then train (trained tables); OCHuman stand-in: oracle tables only.
+    # COCO: evaluation split, then train (trained tables); the OCHuman stand-in: train only for trained tables
+    # (rnn_assoc's), the oracle tables need val alone.
     assert wf.splits_needed(config(), specs, "synthetic-coco") == ["val", "train"]
-    assert wf.splits_needed(config(), specs, "synthetic-ochuman") == ["val"]
+    assert wf.splits_needed(config(), specs, "synthetic-ochuman") == ["val", "train"]
+    oracles_only = {name: specs[name] for name in ("gog", "simple_pose")}
+    assert wf.splits_needed(config(), oracles_only, "synthetic-ochuman") == ["val"]
     assert wf.splits_needed(config(dataset="real"), specs, "coco") == ["val", "train"]
     only = {"gog": specs["gog"]}
     assert wf.used_datasets(config(), only) == ["synthetic-coco"]
