@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 import pytest
+from synthetic_sets import generated
 import torch
 
 from poseharness.data.manifest import load_manifest
-from poseharness.data.synthetic import generate
 from poseharness.methods import load_method
 from poseharness.oracle import run_oracle
 from poseharness.config import variant_config
@@ -185,17 +185,11 @@ def test_flip_merge_of_mirrored_maps_decodes_the_same_poses():
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ae_oracle")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("POSEHARNESS_DATA", str(root / "data"))
-    mp.setenv("POSEHARNESS_RESULTS", str(root / "results"))
-    generate(load_manifest("synthetic-coco"), "tiny", jobs=1, progress=False)
-    yield root
-    mp.undo()
+    with generated(tmp_path_factory.mktemp("ae_oracle"), "synthetic-coco") as root:
+        yield root
 
 
-def test_oracle_with_perfect_tags_on_synthetic_coco(synthetic, monkeypatch):
-    monkeypatch.setenv("POSEHARNESS_DATA", str(synthetic / "data"))
+def test_oracle_with_perfect_tags_on_synthetic_coco(synthetic):
     rows = run_oracle(load_method("ae"), load_manifest("synthetic-coco"), "val", ["plain", "refine"], "tiny",
                       size="tiny", progress=False, write=False)
     m = {r["variant"]: r["metrics"] for r in rows}

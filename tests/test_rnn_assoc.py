@@ -5,12 +5,12 @@ import itertools
 
 import numpy as np
 import pytest
+from synthetic_sets import generated
 import torch
 
 from poseharness.config import variant_config
 from poseharness.contract import method_module, method_submodule, resolve_method
 from poseharness.data.manifest import load_manifest
-from poseharness.data.synthetic import generate
 from poseharness.methods import load_method
 from poseharness.oracle import run_oracle
 
@@ -153,16 +153,11 @@ def test_orders_are_permutations(kind):
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rnn_oracle")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("POSEHARNESS_DATA", str(root / "data"))
-    generate(load_manifest("synthetic-ochuman"), "tiny", jobs=1, progress=False)
-    yield root
-    mp.undo()
+    with generated(tmp_path_factory.mktemp("rnn_oracle"), "synthetic-ochuman") as root:
+        yield root
 
 
-def test_oracle_one_person_per_step_against_shared_maps(synthetic, monkeypatch):
-    monkeypatch.setenv("POSEHARNESS_DATA", str(synthetic / "data"))
+def test_oracle_one_person_per_step_against_shared_maps(synthetic):
     rows = run_oracle(load_method("rnn_assoc"), load_manifest("synthetic-ochuman"), "val", ["steps", "ae_plain"],
                       "tiny", size="tiny", progress=False, write=False)
     m = {r["variant"]: r["metrics"] for r in rows}

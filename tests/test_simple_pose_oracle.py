@@ -2,9 +2,9 @@
 import json
 
 import pytest
+from synthetic_sets import generated
 
 from poseharness.data.manifest import load_manifest
-from poseharness.data.synthetic import generate
 from poseharness.methods import load_method
 from poseharness.cli import main
 from poseharness.oracle import run_oracle
@@ -15,14 +15,8 @@ VARIANTS = ["parts30", "parts21", "paf"]
 
 @pytest.fixture(scope="module")
 def tiny_sets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sp_oracle")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("POSEHARNESS_DATA", str(root / "data"))
-    mp.setenv("POSEHARNESS_RESULTS", str(root / "results"))
-    for name in ("synthetic-coco", "synthetic-ochuman"):
-        generate(load_manifest(name), "tiny", jobs=1, progress=False)
-    yield root
-    mp.undo()
+    with generated(tmp_path_factory.mktemp("sp_oracle"), "synthetic-coco", "synthetic-ochuman") as root:
+        yield root
 
 
 @pytest.fixture
