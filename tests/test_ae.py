@@ -158,6 +158,7 @@ def test_model_outputs_and_loss():
     net = build_model(cfg)
     out = net(torch.randn(2, 3, 64, 64))
     assert out[-1]["heatmaps"].shape == (2, 17, 16, 16) and out[-1]["tags"].shape == (2, 17, 16, 16)
+    assert out[-1]["features"].shape == (2, 34, 16, 16)        # AE's 34 unsupervised channels
     joints = torch.zeros(2, 30, 17, 2, dtype=torch.long)
     joints[:, :2, :, 1] = 1
     joints[:, 1, :, 0] = 17 * 256 - 1

@@ -50,12 +50,14 @@ def test_stop_targets_follow_eq_1():
         rep.stop_targets(-1, 0)
 
 
-@pytest.mark.parametrize("config,t,z,z_hat,ok", [
-    ("a,a'", 2, 4, 2, False), ("a,a'", 1, 4, 2, True), ("b,a'", 3, 4, 2, True),      # a: stopped early
-    ("a,a'", 4, 3, None, False), ("a,b'", 4, 3, None, True), ("b,b'", 5, 3, 6, True),  # a': only the first z
+@pytest.mark.parametrize("config,t,z,z_hat,p,ok", [
+    ("a,a'", 2, 4, 2, 0.1, False), ("a,a'", 3, 4, 2, 0.9, True),    # a, stopped early: only p >= omega
+    ("b,a'", 3, 4, 2, 0.1, True),                                    # b: every step
+    ("a,a'", 4, 3, None, 0.9, False), ("a,b'", 4, 3, None, 0.9, True),  # a': only the first z when z^ > z
+    ("a,a'", 3, 3, 3, 0.1, True),                                    # a' does not apply when z^ <= z
 ])
-def test_table_4_configurations(config, t, z, z_hat, ok):
-    assert unroll_mod.matchable(t, z, z_hat, config) is ok
+def test_table_4_configurations(config, t, z, z_hat, p, ok):
+    assert unroll_mod.matchable(t, z, z_hat, p, 0.2689, config) is ok
 
 
 def test_decode_steps_reads_until_the_stop_and_drops_weak_joints():
@@ -128,10 +130,16 @@ def test_truncation_at_t_not_below_the_unroll_is_the_full_gradient():
 
 def test_one_training_step_and_inference_outputs():
     cfg = _cfg("single")
+    cfg["unroll"]["max_steps"] = 4
     net = _net(cfg)
     batch = {"image": torch.randn(2, 3, 64, 64), "person_maps": [torch.rand(2, 17, 16, 16), torch.zeros(0, 17, 16, 16)]}
     outputs, terms = method.train_step(net, batch, cfg, progress=0.0)
-    assert set(terms) == {"heatmap1", "stop", "heatmap2"} and all(torch.isfinite(v) for v in terms.values())
+    # untrained, the stop fires at once (the stop bias): nothing is emitted, only the stop term has a gradient
+    assert set(terms) == {"heatmap1", "stop", "heatmap2"} and terms["heatmap1"] == terms["heatmap2"] == 0
+    with torch.no_grad():
+        net.lstm1.stop.bias.fill_(3.0)          # now every step holds a person, up to max_steps
+    outputs, terms = method.train_step(net, batch, cfg, progress=0.0)
+    assert all(torch.isfinite(v) and v > 0 for v in terms.values())
     sum(terms.values()).backward()
     assert net.lstm1.out.weight.grad is not None and net.lstm2.out.weight.grad is not None
     layout = {k: v.shape[1] for k, v in outputs.items()}

@@ -1,9 +1,10 @@
 """Associative Embedding's network and loss (Newell, Huang, Deng, NIPS 2017).
 
-Network: a stacked hourglass with two 1×1 heads per stack, ``heatmaps`` (K) and ``tags`` (K: one scalar tag map per
-joint type [R: ``models/posenet.py``, channels 0-16 and 17-33 of the 68 outputs; the other 34 are never
-supervised]). The harness's hourglass feeds only features, not predictions, to the next stack [D] (the code adds
-both).
+Network: a stacked hourglass with 1×1 heads per stack: ``heatmaps`` (K), ``tags`` (K: one scalar tag map per joint
+type) and ``features`` (2K channels no loss supervises) [R: ``models/posenet.py``, channels 0-16, 17-33 and 34-67 of
+the 68 outputs; the recurrent method reads the last as its "intermediate features", f = 34 per stack]. The
+harness's hourglass feeds only features, not predictions, to the next stack [D] (the code adds both), so here the
+``features`` head is a fixed random projection of each stack's features.
 
 Loss, per stack, averaged over the batch and the stacks [R: ``task/loss.py``, ``extensions/AE/src/my_lib.c``,
 ``task/pose.py``: weights push 1e-3, pull 1e-3, detection 1]:
@@ -23,7 +24,8 @@ from poseharness.schemas import get_schema
 
 
 def build_model(cfg: dict) -> StackedPoseNet:
-    """``model(images (B, 3, S, S))`` -> one dict per stack: ``heatmaps`` and ``tags``, both (B, K, S/R, S/R)."""
+    """``model(images (B, 3, S, S))`` -> one dict per stack: ``heatmaps`` and ``tags``, both (B, K, S/R, S/R), and
+    ``features`` (B, 2K, S/R, S/R)."""
     settings = cfg["model"]
     backbone = hourglass_from_settings(settings)
     stride = int(cfg["encoding"]["stride"])
@@ -32,7 +34,8 @@ def build_model(cfg: dict) -> StackedPoseNet:
                            f"hourglass's output stride is {backbone.stride}")
     k = get_schema(cfg["schema"]).num_keypoints
     heads = settings.get("heads", {})
-    return StackedPoseNet(backbone, StackHeads(backbone.out_channels, {"heatmaps": k, "tags": k}, backbone.stacks,
+    return StackedPoseNet(backbone, StackHeads(backbone.out_channels, {"heatmaps": k, "tags": k, "features": 2 * k},
+                                               backbone.stacks,
                                                hidden=int(heads.get("hidden", 0)), bias=heads.get("bias"),
                                                init_std=heads.get("init_std")))
 

@@ -81,7 +81,7 @@ def decode(outputs: dict[str, torch.Tensor], cfg: dict) -> tuple[np.ndarray, np.
         return _ae().decode(outputs, ae_config(cfg))
     steps = torch.as_tensor(outputs["steps"]).transpose(0, 1)          # (J, T, h, w) -> (T, J, h, w)
     return decode_steps(steps, outputs["stop"], int(cfg["encoding"]["stride"]), float(dec["tau"]),
-                        float(dec["omega"]))
+                        float(dec["omega"]), refine=str(dec["refine"]))
 
 
 def merge_flip(outputs: dict, flipped_outputs: dict, cfg: dict) -> dict:

@@ -1,16 +1,18 @@
 """The recurrent decoder on Associative Embedding features (paper §3; ``shared/design/methods.md`` §4.2-4.3).
 
-- Features F: the AE network of ``methods/ae`` (trained first, then frozen: training ``lstm`` starts from training
-  ``ae`` with ``freeze: [ae]``); F = each stack's heatmaps and tags (2K channels per stack, K = 17: the paper's
-  f = 34 per stack [D: the 34 channels AE supervises, ours has no others]), normalised by a BatchNorm without
-  affine whose running statistics cover the whole training data (the paper's "running statistics" normalisation).
+- Features F: the AE network of ``methods/ae`` (trained first, then frozen: every training starts from its
+  training ``base`` with ``freeze: [ae]``); F = the concatenation over the stacks of AE's ``features`` head, the
+  2K = 34 output channels no loss supervises (the paper's "intermediate features of size f = 34", c = 34 · stacks
+  [P; R: AE's outputs 34-67]), normalised by the running mean and variance of all the training data and an
+  affine y = γ x̂ + β [P].
 - LSTM1: ``len(hidden)`` stacked ConvLSTM layers (3×3), hidden widths halving [D: e.g. 32, 16, 8]; layer 1 reads
-  concat(F, the feedback maps), layer l > 1 the hidden state of layer l − 1. A 1×1 conv of the last hidden state
-  gives the step's J heatmaps; the stop probability is ``sigmoid(FC(concat of each layer's spatial maximum of its
+  concat(F, the feedback maps), layer l > 1 the hidden state of layer l − 1. A 1×1 conv [D] of the last hidden
+  state gives the step's J heatmaps; the stop probability is ``sigmoid(FC(concat of each layer's spatial maximum of its
   hidden state per channel)))``.
 - Feedback loop: a person is ``passes`` LSTM passes (Table 5's loop count; 0 and 1 both mean one pass); the first
   pass is fed U[0, 0.1] noise maps, each later pass the previous pass's maps; the person's maps and stop
-  probability are the last pass's. In eval mode the noise is its mean, 0.05, so inference is deterministic [D].
+  probability are the last pass's. In eval mode the noise is one draw of a generator seeded 0, the same for every
+  image and person, so inference is deterministic and independent of the batch [D].
 - LSTM2 (optional, ``lstm2.layers`` > 0; Table 7's "size" read as its layer count [D]): stacked ConvLSTM layers
   over LSTM1's persons in a chosen order, reading concat(F, the person's maps), giving refined maps (``order``:
   learned / random / confidence / inverse / canonical, :func:`orders`).
@@ -26,16 +28,20 @@ from poseharness.schemas import get_schema
 
 #: The feedback of a person's first pass: U[0, NOISE] maps [P].
 NOISE = 0.1
+#: The stop head's initial bias [D] (see LSTM1).
+STOP_BIAS = -2.0
 
 
 class RunningNorm(nn.Module):
     """Per-channel standardisation by the running mean and variance of everything seen in training (cumulative,
-    not a moving average), applied with those statistics in training too: the paper's normalisation of F with
-    batch 1 [P]."""
+    not a moving average), applied with those statistics in training too, then y = γ x̂ + β: the paper's
+    normalisation of F with batch 1 [P]."""
 
     def __init__(self, channels: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
         self.register_buffer("mean", torch.zeros(channels))
         self.register_buffer("var", torch.ones(channels))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
@@ -55,7 +61,8 @@ class RunningNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             self._update(x.detach())
-        return (x - self.mean[:, None, None]) / torch.sqrt(self.var[:, None, None] + self.eps)
+        x_hat = (x - self.mean[:, None, None]) / torch.sqrt(self.var[:, None, None] + self.eps)
+        return self.weight[:, None, None] * x_hat + self.bias[:, None, None]
 
 
 class ConvLSTMCell(nn.Module):
@@ -86,6 +93,10 @@ class LSTM1(nn.Module):
         self.cells = nn.ModuleList([ConvLSTMCell(cin, h) for cin, h in zip(widths, hidden)])
         self.out = nn.Conv2d(hidden[-1], joints, 1)
         self.stop = nn.Linear(sum(hidden), 1)
+        # [D] the stop probability starts at sigmoid(STOP_BIAS) = 0.12, below omega: an untrained decoder stops at
+        # once, so a training step unrolls z + 1 persons, not MAX_ITERATIONS (measured at the crops scale with a
+        # bias of 0: every image unrolled 30 persons twice, 35 s a step)
+        nn.init.constant_(self.stop.bias, STOP_BIAS)
 
     def forward(self, feats: torch.Tensor, feedback: torch.Tensor, state: list | None):
         state = state or [None] * len(self.cells)
@@ -123,9 +134,10 @@ class LSTM2(nn.Module):
 def orders(kind: str, maps: torch.Tensor, stop: torch.Tensor, generator: torch.Generator | None = None
            ) -> torch.Tensor:
     """The permutation u (T,) in which LSTM2 reads one image's persons [P Table 3]: ``learned`` LSTM1's own order,
-    ``inverse`` its reverse, ``random`` a random one, ``confidence`` by descending mean peak of the maps [D: the
-    paper does not say which confidence], ``canonical`` by ascending location of the person's strongest joint,
-    row-major [D: "ascending joint location"]. maps (T, J, h, w), stop (T,)."""
+    ``inverse`` its reverse, ``random`` a random one, ``confidence`` by LSTM1's confidence p̂ (the stop
+    probability), descending [P], ``canonical`` by ascending location of the person's strongest joint, row-major
+    [D: "ascending joint location (based on the maximum activation of every joint's heatmap)"].
+    maps (T, J, h, w), stop (T,)."""
     t = maps.shape[0]
     if kind == "learned":
         return torch.arange(t)
@@ -133,9 +145,9 @@ def orders(kind: str, maps: torch.Tensor, stop: torch.Tensor, generator: torch.G
         return torch.arange(t - 1, -1, -1)
     if kind == "random":
         return torch.randperm(t, generator=generator)
-    peaks = maps.detach().flatten(2).amax(2)                                  # (T, J)
     if kind == "confidence":
-        return torch.sort(-peaks.mean(1), stable=True).indices
+        return torch.sort(-stop.detach().reshape(-1), stable=True).indices
+    peaks = maps.detach().flatten(2).amax(2)                                  # (T, J)
     if kind == "canonical":
         best = maps.detach().flatten(2).max(2).indices.gather(1, peaks.argmax(1, keepdim=True))[:, 0]
         return torch.sort(best, stable=True).indices
@@ -171,15 +183,17 @@ class RecurrentPose(nn.Module):
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """F (B, 2K·stacks, h, w), normalised, and AE's last-stack outputs (heatmaps, tags)."""
         outs = self.ae(images)
-        return self.norm(torch.cat([torch.cat([o["heatmaps"], o["tags"]], 1) for o in outs], 1)), outs[-1]
+        return self.norm(torch.cat([o["features"] for o in outs], 1)), outs[-1]
 
     def person(self, feats: torch.Tensor, state: list | None, generator: torch.Generator | None = None):
         """One person: ``passes`` LSTM1 passes. Returns (maps (B, J, h, w), stop logit (B,), state)."""
         shape = (feats.shape[0], self.joints, *feats.shape[-2:])
         if self.training:
             feedback = torch.rand(shape, generator=generator, device=feats.device, dtype=feats.dtype) * NOISE
-        else:
-            feedback = feats.new_full(shape, NOISE / 2)
+        else:       # the same seeded draw for every image and person: predictions do not depend on the batch
+            seeded = torch.Generator(device=feats.device).manual_seed(0)
+            feedback = (torch.rand((1, *shape[1:]), generator=seeded, device=feats.device, dtype=feats.dtype)
+                        * NOISE).expand(shape)
         for _ in range(self.passes):
             maps, logit, state = self.lstm1(feats, feedback, state)
             feedback = maps

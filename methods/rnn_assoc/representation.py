@@ -6,9 +6,9 @@ predicted steps to ground-truth persons (paper §3; facts in ``shared/design/met
 - Stop targets (eq. 1): over ``max(ẑ, z) + 1`` steps, 1 for the first ``z`` and 0 after.
 - Matching: the Hungarian algorithm on ``C[k, k'] = Σ_j ‖H_{k,j} − Ĥ_{k',j}‖`` (the Frobenius norm of the
   difference of whole maps [D: the paper says "pixel-wise distance"]).
-- Decoding a step: each joint is its map's argmax moved a quarter cell towards the higher neighbour (the top-down
-  codec's rule [D]), dropped when its value is below τ = 0.015 [P]; the person score is the mean of the kept
-  values [D].
+- Decoding a step: each joint is its map's argmax [P] (``refine: quarter`` moves it a quarter cell towards the
+  higher neighbour, the top-down codec's rule [D]), dropped when its value is below τ = 0.015 [P]; the person
+  score is the mean of the kept values [D].
 """
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def match(targets: torch.Tensor, predicted: torch.Tensor) -> tuple[np.ndarray, n
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
-def decode_steps(maps: torch.Tensor, stop: torch.Tensor, stride: int, tau: float, omega: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def decode_steps(maps: torch.Tensor, stop: torch.Tensor, stride: int, tau: float, omega: float,
+                 refine: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """Poses from the steps of one image: maps (T, J, h, w), stop probabilities (T,) (step t's probability that it
     holds a person, eq. 1's target 1). Steps are read until the first whose probability is below ``omega`` (that
     step emits nothing). Returns poses (N, J, 3) ``[x, y, score]`` in input pixels (joints below ``tau`` zeroed) and
@@ -67,7 +67,7 @@ def decode_steps(maps: torch.Tensor, stop: torch.Tensor, stride: int, tau: float
     n = int(below[0, 0]) if len(below) else len(p)
     if n == 0:
         return np.zeros((0, maps.shape[1], 3)), np.zeros(0)
-    poses = decode_heatmaps(torch.as_tensor(maps)[:n].float(), stride, refine="quarter").numpy()
+    poses = decode_heatmaps(torch.as_tensor(maps)[:n].float(), stride, refine=refine).numpy()
     kept = poses[..., 2] >= tau
     poses = np.where(kept[..., None], poses, 0.0)
     counts = kept.sum(axis=1)

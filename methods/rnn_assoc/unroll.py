@@ -10,13 +10,15 @@ Unrolling [D where marked]:
   ground-truth persons not yet matched (Hungarian, :func:`.representation.match`), those persons are removed, and the
   recurrent state is detached: gradients do not flow across chunks (truncated back-propagation through time).
   With T at least the number of steps this is one chunk, one matching and the full gradient.
-- Configuration (Table 4): a: while ẑ < z only the steps before the stop (t < ẑ) may be matched; b: every step.
-  a': when ẑ > z only the first z steps may be matched; b': all of them.
+- Configuration (Table 4) [P]: a: if ẑ < z, only the steps with p̂ ≥ ω may be matched; b: every step. a': if
+  ẑ > z, only the first z steps may be matched; b': all of them.
+- LSTM2 reads the steps LSTM1 emitted (t < ẑ) in its order u, in training as at inference; its outputs that are
+  matched steps are supervised.
 
-Losses, each weighted 1 [P]: l_HM1 = Σ over matched pairs Σ_j mean over cells (H − Ĥ)² [D: the mean over cells,
-AE's detection-loss scale; the paper writes a squared l2]; l_stop = binary cross-entropy over the unrolled steps
-(at most max(ẑ, z) + 1) with eq. 1's targets, averaged; l_HM2 as l_HM1 for LSTM2's maps, whose i-th output is
-LSTM1's step u[i] and is compared with that step's matched person.
+Losses, each weighted 1, as sums [P eqs. 2-3]: l_HM1 = Σ over matched pairs Σ_j ‖H − Ĥ‖² (squared l2 over the
+cells); l_stop = Σ over the unrolled steps (at most max(ẑ, z) + 1) of the binary cross-entropy with eq. 1's
+targets; l_HM2 as l_HM1 for LSTM2's maps, whose i-th output is LSTM1's step u[i] and is compared with that step's
+matched person. Each is averaged over the images of the batch [D: the paper's batch is 1].
 """
 from __future__ import annotations
 
@@ -45,13 +47,13 @@ def _detach(state):
     return [(h.detach(), c.detach()) for h, c in state]
 
 
-def matchable(t: int, z: int, z_hat: int | None, config: str) -> bool:
-    """Whether step t may be matched under Table 4's ``config`` (``"a,a'"``, ``"a,b'"``, ``"b,a'"``, ``"b,b'"``),
-    ẑ None while no stop has fired."""
+def matchable(t: int, z: int, z_hat: int | None, p: float, omega: float, config: str) -> bool:
+    """Whether step t (stop probability ``p``) may be matched under Table 4's ``config`` (``"a,a'"``, ``"a,b'"``,
+    ``"b,a'"``, ``"b,b'"``); ẑ None while no stop has fired (then ẑ > t)."""
     first, second = config.split(",")
-    if first == "a" and z_hat is not None and z_hat < z and t >= z_hat:
+    if first == "a" and z_hat is not None and z_hat < z and p < omega:
         return False
-    if second == "a'" and t >= z:
+    if second == "a'" and t >= z and (z_hat is None or z_hat > z):
         return False
     return True
 
@@ -74,7 +76,8 @@ def unroll(net, feats: torch.Tensor, targets: torch.Tensor, *, omega: float, chu
             z_hat = t
         t += 1
         if t - start == chunk or not (t < max_steps and (t < z + 1 or z_hat is None)):
-            steps = [s for s in range(start, t) if matchable(s, z, z_hat, config)]
+            steps = [s for s in range(start, t)
+                     if matchable(s, z, z_hat, torch.sigmoid(logits[s]).item(), omega, config)]
             if steps and unmatched:
                 rows, cols = match(targets[unmatched], torch.stack([maps[s] for s in steps]))
                 for r, c in zip(rows, cols):
@@ -83,10 +86,13 @@ def unroll(net, feats: torch.Tensor, targets: torch.Tensor, *, omega: float, chu
             state = _detach(state)
             start = t
     out = Unrolled(maps, torch.stack(logits), t if z_hat is None else z_hat, pairs)
-    if net.lstm2 is not None and pairs:
-        steps = torch.tensor(sorted(pairs))
-        refined, u = net.refine(feats, torch.stack([maps[s] for s in steps.tolist()]), out.logits[steps], generator)
-        out.refined, out.order = refined, steps[u]
+    emitted = min(out.z_hat, len(maps))
+    if net.lstm2 is not None:           # no person emitted: no LSTM2 output, a zero l_HM2 (the same loss terms)
+        out.refined, out.order = maps[0].new_zeros((0, *maps[0].shape)), torch.zeros(0, dtype=torch.long)
+    if net.lstm2 is not None and emitted:
+        refined, u = net.refine(feats, torch.stack(maps[:emitted]), torch.sigmoid(out.logits[:emitted]), generator)
+        keep = [i for i, s in enumerate(u.tolist()) if s in pairs]
+        out.refined, out.order = refined[keep], u[keep]
     return out
 
 
@@ -95,12 +101,12 @@ def losses(runs: list[Unrolled], targets: list[torch.Tensor]) -> dict[str, torch
     hm1, stop, hm2 = [], [], []
     for run, tgt in zip(runs, targets):
         zero = run.logits.sum() * 0
-        hm1.append(sum((((run.maps[s] - tgt[g]) ** 2).mean((-2, -1)).sum() for s, g in run.pairs.items()), zero))
+        hm1.append(sum((((run.maps[s] - tgt[g]) ** 2).sum() for s, g in run.pairs.items()), zero))
         want = torch.from_numpy(stop_targets(len(tgt), run.z_hat)[: len(run.logits)]).to(run.logits)
-        stop.append(F.binary_cross_entropy_with_logits(run.logits[: len(want)], want))
+        stop.append(F.binary_cross_entropy_with_logits(run.logits[: len(want)], want, reduction="sum"))
         if run.refined is not None:
-            hm2.append(sum((((r - tgt[run.pairs[int(s)]]) ** 2).mean((-2, -1)).sum()
-                            for r, s in zip(run.refined, run.order)), zero))
+            hm2.append(sum((((r - tgt[run.pairs[int(s)]]) ** 2).sum() for r, s in zip(run.refined, run.order)),
+                           zero))
     out = {"heatmap1": torch.stack(hm1).mean(), "stop": torch.stack(stop).mean()}
     if hm2:
         out["heatmap2"] = torch.stack(hm2).mean()
