@@ -29,6 +29,9 @@ A method is a directory holding ``method.yaml`` (validated by :mod:`poseharness.
 - optionally ``per_image(poses, scores, views, cfg) -> (poses, scores)``: the step after all views of an image
   are decoded (lists per view, poses in original image pixels), e.g. pose NMS over a single-stage model's
   candidates; default for top-down methods: box-score rescoring and OKS-NMS (:mod:`poseharness.pipeline`).
+- optionally ``oracle_outputs(sample, cfg) -> dict``: the oracle's outputs of one view where they hold more than
+  the training targets (e.g. Associative Embedding's perfect tags, which no loss reads); default ``encode``. It
+  keeps what only the oracle reads out of every training item's encoding.
 - optionally ``training_only_heads``: names of output heads the model computes only in training (e.g.
   PoseDet's intermediate-supervision heatmaps, ``("heatmap",)``, covering ``heatmap@l``); the predictor's
   head-layout check leaves them out.
@@ -63,7 +66,8 @@ OPTIONAL = {"merge_flip": "function merge_flip(outputs, flipped_outputs, cfg) ->
             "loss_config": "function loss_config(cfg, progress) -> cfg (the loss settings along the schedule)",
             "train_step": "function train_step(net, batch, cfg, *, progress) -> (outputs, dict of loss terms)",
             "collate": "function collate(items) -> batch (the method's own collation of dataset items)",
-            "final_outputs": "function final_outputs(outputs) -> dict of final output tensors (head layout)"}
+            "final_outputs": "function final_outputs(outputs) -> dict of final output tensors (head layout)",
+            "oracle_outputs": "function oracle_outputs(sample, cfg) -> dict (the oracle's outputs of one view)"}
 
 #: The network-input view of each paradigm: whole images, or one crop per person.
 VIEW_OF_PARADIGM = {"bottom-up": "bottom-up", "single-stage": "bottom-up", "top-down": "top-down"}

@@ -177,13 +177,15 @@ def view_persons(sample: Sample, view: View) -> list[int] | None:
 
 
 def encoded_outputs(module: ModuleType, sample: Sample, view: View, cfg: dict, counted=None) -> dict:
-    """The oracle's outputs of one view: ``module.encode`` of the ground truth seen through it (a mirrored view's
-    joints swapped left / right, as the loader does for a mirrored training item), as tensors."""
+    """The oracle's outputs of one view: ``module.oracle_outputs`` (default ``module.encode``) of the ground truth
+    seen through it (a mirrored view's joints swapped left / right, as the loader does for a mirrored training
+    item), as tensors."""
     flip_index = np.asarray(get_schema(cfg["schema"]).flip_index) if view.flipped else None
     seen = transform_sample(sample, view.affine, view.size, flip_index=flip_index,
                             persons=view_persons(sample, view), counted=counted)
+    encode = getattr(module, "oracle_outputs", None) or module.encode
     return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
-            for k, v in module.encode(seen, cfg).items()}
+            for k, v in encode(seen, cfg).items()}
 
 
 def one_item(outputs: Any, i: int) -> Any:

@@ -172,3 +172,26 @@ def test_oracle_one_person_per_step_against_shared_maps(synthetic):
     # measured: steps AP 1.0 (every person its own maps), ae_plain (perfect tags on shared maps) 0.965 on the
     # overlapping pairs of synthetic OCHuman (12 val images)
     assert m["steps"]["AP"] >= 0.95 and m["steps"]["AP"] >= m["ae_plain"]["AP"]
+
+
+def test_training_items_carry_only_what_the_loss_reads():
+    """encode gives the loss's person maps only; the oracle's outputs (steps, stop, AE's heatmaps and perfect tags)
+    come from oracle_outputs, and the core's oracle reads them from there."""
+    from poseharness.data.sample import Sample
+    from poseharness.pipeline import encoded_outputs
+    from poseharness.views import bottom_up_views
+    kp = np.zeros((2, 17, 3), np.float32)
+    kp[0, :, :2], kp[1, :, :2], kp[..., 2] = [20, 24], [40, 44], 2
+    s = Sample(image_id=1, file_name="x.jpg", width=64, height=64, keypoints=kp,
+               boxes=np.array([[4, 4, 40, 40], [20, 20, 40, 40]], np.float32),
+               areas=np.array([1600.0, 1600.0], np.float32), iscrowd=np.zeros(2, bool),
+               num_keypoints=np.array([17, 17]))
+    cfg, module = _cfg(), method_module(resolve_method("rnn_assoc"))
+    targets = module.encode(s, cfg)
+    assert set(targets) == {"person_maps"} and targets["person_maps"].shape == (2, 17, 16, 16)
+    oracle = encoded_outputs(module, s, bottom_up_views(s, 64)[0], cfg)
+    assert set(oracle) == {"steps", "stop", "heatmaps", "tags"}
+    assert oracle["steps"].shape == (17, 3, 16, 16) and oracle["stop"].tolist() == [[1, 1, 0]]
+    assert torch.equal(oracle["steps"][:, :2].transpose(0, 1), torch.from_numpy(targets["person_maps"]))
+    assert "tags" not in method_module(resolve_method("ae")).encode(s, module.ae_config(cfg))
+    assert set(oracle["tags"].unique().tolist()) == {0.0, 1.0}

@@ -159,8 +159,8 @@ def person(size: int = 64) -> Sample:
 
 
 def reads(method: str, group: str) -> tuple[set[str], set[str]]:
-    """(declared, read) leaves of ``group`` over every variant: encode, decode, build_model and loss run on
-    configs whose ``group`` records its reads."""
+    """(declared, read) leaves of ``group`` over every variant: encode (and oracle_outputs), decode, build_model
+    and loss run on configs whose ``group`` records its reads."""
     spec = load_method(method)
     module = spec.module
     _, schema = settings_schema(spec.directory)
@@ -170,9 +170,12 @@ def reads(method: str, group: str) -> tuple[set[str], set[str]]:
         cfg["schema"] = "coco17"
         cfg[group] = Tracked(cfg[group], seen)
         targets = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in module.encode(person(), cfg).items()}
-        module.decode(targets, cfg)
+        # the oracle's outputs: the method's oracle_outputs where it has one (more than the training targets)
+        outputs = {k: torch.from_numpy(np.ascontiguousarray(v))
+                   for k, v in getattr(module, "oracle_outputs", module.encode)(person(), cfg).items()}
+        module.decode(outputs, cfg)
         if callable(getattr(module, "merge_flip", None)):      # the flip test reads decode settings too
-            module.merge_flip(targets, targets, cfg)
+            module.merge_flip(outputs, outputs, cfg)
         if spec.trainings[cfg["training"]].get("oracle_only"):
             continue
         torch.manual_seed(0)

@@ -68,24 +68,34 @@ def perfect_tags(keypoints: np.ndarray, out_hw: tuple[int, int], stride: int) ->
     return np.where(np.isfinite(d2.min(axis=0)), nearest, 0).astype(np.float32)
 
 
+def _keypoints(sample: Sample, cfg: dict) -> np.ndarray:
+    kp = _persons(sample)
+    return kp if kp.ndim == 3 else np.zeros((0, get_schema(cfg["schema"]).num_keypoints, 3))
+
+
 def encode(sample: Sample, cfg: dict) -> dict[str, np.ndarray]:
-    """Targets of one network-input view: heatmaps (K, h, w) (Gaussians of ``sigma`` cells on each joint's cell,
-    the maximum over persons [R: ``GenerateHeatmap``, sigma = output_res / 64 = 2]), joints (M, K, 2) for the tag
-    loss, tags (K, h, w) the oracle's perfect tags, heatmap_mask (h, w) when the sample has an ignore mask."""
+    """Training targets of one network-input view: heatmaps (K, h, w) (Gaussians of ``sigma`` cells on each joint's
+    cell, the maximum over persons [R: ``GenerateHeatmap``, sigma = output_res / 64 = 2]), joints (M, K, 2) for
+    the tag loss, heatmap_mask (h, w) when the sample has an ignore mask."""
     enc = cfg["encoding"]
     stride = int(enc["stride"])
     out_hw = (sample.height // stride, sample.width // stride)
-    kp = _persons(sample)
-    if kp.ndim != 3:
-        kp = np.zeros((0, get_schema(cfg["schema"]).num_keypoints, 3))
+    kp = _keypoints(sample, cfg)
     out = {
         "heatmaps": encode_heatmaps(kp, out_hw, stride, sigma=float(enc["sigma"]) * stride, quantise=True),
         "joints": joint_index(kp, out_hw, stride, int(enc["max_people"])),
-        "tags": perfect_tags(kp, out_hw, stride),
     }
     if sample.ignore_mask is not None:
         out["heatmap_mask"] = heatmap_mask(sample.ignore_mask, stride)
     return out
+
+
+def oracle_outputs(sample: Sample, cfg: dict) -> dict[str, np.ndarray]:
+    """The oracle's outputs of one view: the training targets and the perfect tags (K, h, w)
+    (:func:`perfect_tags`), which no loss reads (so training items do not carry them)."""
+    stride = int(cfg["encoding"]["stride"])
+    tags = perfect_tags(_keypoints(sample, cfg), (sample.height // stride, sample.width // stride), stride)
+    return {**encode(sample, cfg), "tags": tags}
 
 
 def joint_order(cfg: dict) -> list[int]:

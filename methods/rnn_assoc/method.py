@@ -27,7 +27,7 @@ paradigm = "bottom-up"
 #: Target names that are model outputs.
 OUTPUTS = ("steps", "stop", "heatmaps", "tags")
 #: Per-image targets of varying length, collated as lists.
-PER_IMAGE = ("person_maps", "steps", "stop")
+PER_IMAGE = ("person_maps",)
 
 
 def _ae():
@@ -45,21 +45,29 @@ def ae_config(cfg: dict) -> dict:
     return out
 
 
-def encode(sample: Sample, cfg: dict) -> dict[str, np.ndarray]:
-    """person_maps (z, J, h, w) of the annotated persons (not crowd, labelled keypoints), at most
-    ``encoding.max_people`` [D]; the model's outputs as the oracle: steps (J, z + 1, h, w) the same plus an empty
-    stop step (joints as channels, as the model returns them), stop (1, z + 1) eq. 1; AE's heatmaps and tags
-    (``methods/ae``)."""
+def _person_maps(sample: Sample, cfg: dict) -> np.ndarray:
     enc = cfg["encoding"]
     stride = int(enc["stride"])
-    out_hw = (sample.height // stride, sample.width // stride)
     kp = sample.keypoints[sample.annotated][: int(enc["max_people"])]
     if kp.ndim != 3:
         kp = np.zeros((0, get_schema(cfg["schema"]).num_keypoints, 3))
-    maps = person_maps(kp, out_hw, stride, float(enc["sigma"]))
+    return person_maps(kp, (sample.height // stride, sample.width // stride), stride, float(enc["sigma"]))
+
+
+def encode(sample: Sample, cfg: dict) -> dict[str, np.ndarray]:
+    """Training targets of one view: person_maps (z, J, h, w) of the annotated persons (not crowd, labelled
+    keypoints), at most ``encoding.max_people`` [D]. The AE inside is frozen: no AE target is needed."""
+    return {"person_maps": _person_maps(sample, cfg)}
+
+
+def oracle_outputs(sample: Sample, cfg: dict) -> dict[str, np.ndarray]:
+    """The model's outputs as the oracle: steps (J, z + 1, h, w) the person maps plus an empty stop step (joints as
+    channels, as the model returns them), stop (1, z + 1) eq. 1; AE's heatmaps and perfect tags
+    (``methods/ae``'s oracle outputs) for the AE rows."""
+    maps = _person_maps(sample, cfg)
     steps = np.concatenate([maps, np.zeros((1, *maps.shape[1:]), dtype=np.float32)]).transpose(1, 0, 2, 3)
-    ae = _ae().encode(sample, ae_config(cfg))
-    return {"person_maps": maps, "steps": steps, "stop": stop_targets(len(maps), len(maps))[None],
+    ae = _ae().oracle_outputs(sample, ae_config(cfg))
+    return {"steps": steps, "stop": stop_targets(len(maps), len(maps))[None],
             "heatmaps": ae["heatmaps"], "tags": ae["tags"]}
 
 
