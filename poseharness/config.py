@@ -43,6 +43,8 @@ class TrainSettings:
     augment:          the loader's augmentation (:class:`AugmentConfig` fields), ``false`` for none;
                       missing = :class:`AugmentConfig` defaults; stored as :meth:`AugmentConfig.as_dict` (settings
                       added later, e.g. ``centre`` / ``crop``, only when not at their defaults: old hashes hold)
+    max_persons:      train only on the images with at most this many annotated persons (None: every image;
+                      in the config only when set, so older configs keep their hashes)
     workers:          data-loader worker processes (does not change the result)
     checkpoint_every: steps between checkpoints (does not change the result)
     """
@@ -58,6 +60,7 @@ class TrainSettings:
     decay_factor: float = 0.1
     grad_clip: float | None = None
     augment: dict | None = field(default_factory=lambda: AugmentConfig().as_dict())
+    max_persons: int | None = None
     workers: int = 0
     checkpoint_every: int = 100
 
@@ -68,6 +71,8 @@ class TrainSettings:
         """The settings that decide the trained weights, as plain JSON data (goes into ``cfg['train']``)."""
         out = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME}
         out["decay_at"] = list(self.decay_at)
+        if out["max_persons"] is None:
+            del out["max_persons"]
         return out
 
     def total_steps(self, steps_per_epoch: int) -> int:
@@ -115,8 +120,8 @@ def _check_value(source: Path, where: str, key: str, value: Any) -> Any:
     def is_num(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-    if key in ("batch", "steps", "epochs", "checkpoint_every"):
-        if value is None and key in ("steps", "epochs"):
+    if key in ("batch", "steps", "epochs", "checkpoint_every", "max_persons"):
+        if value is None and key in ("steps", "epochs", "max_persons"):
             return None
         if not is_int(value) or value < 1:
             raise bad("a positive integer")

@@ -495,7 +495,8 @@ class _Run:
         train_input, _ = input_sizes(self.cfg)
         self.dataset = PoseDataset(manifest, TRAIN_SPLIT, input_size=train_input, view=view_of(self.spec),
                                    augment=self.settings.augment_config(), encode=MethodEncoder(self.spec, self.cfg),
-                                   size=self.opts.size, seed=self.opts.data_seed, augment_seed=self.seed)
+                                   size=self.opts.size, seed=self.opts.data_seed, augment_seed=self.seed,
+                                   max_persons=self.settings.max_persons)
         self.per_epoch = (len(self.dataset) // self.ddp.world_size) // self.per_rank
         if self.per_epoch < 1:
             raise HarnessError(f"{manifest.annotation_path(TRAIN_SPLIT, self.opts.size, self.opts.data_seed)}: "

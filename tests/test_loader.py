@@ -494,6 +494,18 @@ def test_eval_view_is_the_plain_affine_and_image_round_trips(tiny):
     np.testing.assert_allclose(item["meta"]["affine"], A.top_down_affine([50, 30, 60, 60], (48, 64)))
 
 
+
+def test_max_persons_leaves_out_the_crowded_images(tiny):
+    counts = [int(PoseDataset._annotated(PoseDataset(tiny, "train", input_size=64).samples.record(i)).sum())
+              for i in range(3)]
+    assert max(counts) == 2 and min(counts) < 2
+    kept = PoseDataset(tiny, "train", input_size=64, max_persons=1)
+    assert [i for i, _ in kept.items] == [i for i, c in enumerate(counts) if c <= 1]
+    td = PoseDataset(tiny, "train", input_size=(48, 64), view="top-down", max_persons=1)
+    assert len(td) == sum(c for c in counts if c <= 1)
+    assert len(PoseDataset(tiny, "train", input_size=64, max_persons=2)) == 3
+
+
 # ----------------------------------------------------------------------------------------------------------
 # data show
 # ----------------------------------------------------------------------------------------------------------

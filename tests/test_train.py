@@ -90,6 +90,19 @@ def test_resolved_config_holds_schema_dataset_and_weight_deciding_settings():
     assert "train" not in cfg["scale"] and cfg["scale"]["train_input"] == 64
 
 
+
+def test_max_persons_enters_the_config_only_when_set(tmp_path):
+    toy = load_method_file(TOY / "method.yaml")
+    cfg, _ = training_config(toy, "base", "tiny", load_manifest("synthetic-coco"))
+    assert "max_persons" not in cfg["train"]          # configs (and hashes) from before the setting hold
+    d = toy_copy(tmp_path, lambda raw: raw["scales"]["tiny"]["train"].update(max_persons=8))
+    cfg, _ = training_config(load_method_file(d / "method.yaml"), "base", "tiny", load_manifest("synthetic-coco"))
+    assert cfg["train"]["max_persons"] == 8
+    shutil.rmtree(tmp_path / "methods")
+    d = toy_copy(tmp_path, lambda raw: raw["scales"]["tiny"]["train"].update(max_persons=0))
+    with pytest.raises(HarnessError, match=r"field scales\.tiny\.train\.max_persons: must be a positive integer"):
+        train_settings(load_method_file(d / "method.yaml"), "base", "tiny")
+
 def test_unknown_training_setting_names_file_and_field(tmp_path):
     d = toy_copy(tmp_path, lambda raw: raw["scales"]["tiny"]["train"].update(lrr=0.1))
     with pytest.raises(HarnessError, match=r"method\.yaml: field scales\.tiny\.train\.lrr: unknown training setting"):

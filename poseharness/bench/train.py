@@ -73,7 +73,8 @@ def bench_scale(method: str, training: str, scale: str, dataset: str, *, size: s
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     ds = PoseDataset(manifest, "train", input_size=train_input, view=view_of(spec),
-                     augment=settings.augment_config(), encode=MethodEncoder(spec, cfg), size=size, seed=data_seed)
+                     augment=settings.augment_config(), encode=MethodEncoder(spec, cfg), size=size, seed=data_seed,
+                     max_persons=settings.max_persons)
     t0 = time.perf_counter()
     items = [ds[i % len(ds)] for i in range(batch)]
     data_rate = batch / (time.perf_counter() - t0)

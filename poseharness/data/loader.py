@@ -199,6 +199,8 @@ class PoseDataset(Dataset):
     encode:       ``encode(sample) -> dict`` of the method's training targets, run in the workers on the
                   transformed :class:`Sample` (image (S, S, 3) uint8, keypoints in input pixels, ignore mask).
     size, seed:   which synthetic set (as in :func:`load_samples`).
+    max_persons:  leave out the images with more annotated persons (not crowd, ``num_keypoints`` > 0) than this
+                  (e.g. a paper's training on images of at most 8 persons); None keeps every image.
 
     Items are dicts: ``image`` (3, S, S) float32 normalised; ``keypoints`` (P, K, 3) float32, ``boxes`` (P, 4)
     float32, ``areas`` (P,) float32, ``iscrowd`` (P,) bool, ``num_keypoints`` (P,) int64, ``ignore_mask`` (S, S)
@@ -211,7 +213,8 @@ class PoseDataset(Dataset):
 
     def __init__(self, manifest: Manifest, split: str, *, input_size: Size, view: str = "bottom-up",
                  augment: AugmentConfig | None = None, encode: Callable[[Sample], dict] | None = None,
-                 size: str | None = None, seed: int | None = None, augment_seed: int = 0):
+                 size: str | None = None, seed: int | None = None, augment_seed: int = 0,
+                 max_persons: int | None = None):
         if view not in VIEWS:
             raise HarnessError(f"unknown view {view!r} (known: {', '.join(VIEWS)})")
         self.samples = load_samples(manifest, split, size, seed, images=True, masks=True)
@@ -223,11 +226,13 @@ class PoseDataset(Dataset):
         self.augment_seed = int(augment_seed)
         self.epoch = 0
         self.upper = upper_body(self.schema.keypoints)
+        kept = range(len(self.samples))
+        if max_persons is not None:
+            kept = [i for i in kept if self._annotated(self.samples.record(i)).sum() <= max_persons]
         if view == "bottom-up":
-            self.items = [(i, -1) for i in range(len(self.samples))]
+            self.items = [(i, -1) for i in kept]
         else:
-            self.items = [(i, int(p)) for i in range(len(self.samples))
-                          for p in np.flatnonzero(self._annotated(self.samples.record(i)))]
+            self.items = [(i, int(p)) for i in kept for p in np.flatnonzero(self._annotated(self.samples.record(i)))]
 
     @staticmethod
     def _annotated(record: ImageRecord) -> np.ndarray:
