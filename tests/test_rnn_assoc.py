@@ -8,7 +8,7 @@ import pytest
 from synthetic_sets import generated
 import torch
 
-from poseharness.config import variant_config
+from poseharness.config import train_settings, variant_config
 from poseharness.contract import method_module, method_submodule, resolve_method
 from poseharness.data.manifest import load_manifest
 from poseharness.methods import load_method
@@ -195,3 +195,14 @@ def test_training_items_carry_only_what_the_loss_reads():
     assert torch.equal(oracle["steps"][:, :2].transpose(0, 1), torch.from_numpy(targets["person_maps"]))
     assert "tags" not in method_module(resolve_method("ae")).encode(s, module.ae_config(cfg))
     assert set(oracle["tags"].unique().tolist()) == {0.0, 1.0}
+
+
+def test_text_experiments_resolve_to_their_settings():
+    spec = load_method("rnn_assoc")
+    cfg = lambda v: variant_config(spec, v, "tiny", load_manifest("synthetic-coco"))  # noqa: E731
+    assert isinstance(model_mod.build_model(cfg("nonorm")).norm, torch.nn.Identity)
+    assert isinstance(model_mod.build_model(cfg("aa")).norm, model_mod.RunningNorm)
+    assert cfg("lstm2_only")["loss"]["heatmap1"] == 0 and cfg("lstm2_only")["model"]["lstm2"]["layers"] == 2
+    assert train_settings(spec, "asgd8", "tiny").max_persons == 8 and cfg("asgd8")["unroll"]["chunk"] == 4
+    assert train_settings(spec, "base", "tiny").max_persons is None and cfg("stop8")["unroll"]["max_steps"] == 8
+    assert cfg("omega01")["unroll"]["omega"] == cfg("omega01")["decode"]["omega"] == 0.1

@@ -170,7 +170,7 @@ class RecurrentPose(nn.Module):
         joints = get_schema(cfg["schema"]).num_keypoints
         feat_channels = 2 * joints * int(m["ae"]["stacks"])
         self.joints = joints
-        self.norm = RunningNorm(feat_channels)
+        self.norm = RunningNorm(feat_channels) if m["normalise"] == "running" else nn.Identity()
         self.lstm1 = LSTM1(feat_channels, joints, list(m["hidden"]))
         lstm2 = m["lstm2"]
         self.lstm2 = (LSTM2(feat_channels, joints, int(lstm2["hidden"]), int(lstm2["layers"])) if lstm2["layers"]
