@@ -29,6 +29,9 @@ A method is a directory holding ``method.yaml`` (validated by :mod:`poseharness.
 - optionally ``per_image(poses, scores, views, cfg) -> (poses, scores)``: the step after all views of an image
   are decoded (lists per view, poses in original image pixels), e.g. pose NMS over a single-stage model's
   candidates; default for top-down methods: box-score rescoring and OKS-NMS (:mod:`poseharness.pipeline`).
+- optionally ``merge_views(outputs, views, cfg) -> (outputs, view)``: fuses the outputs of all views of one
+  image (several test scales) into one view's frame before one decode (Associative Embedding's multi-scale test;
+  :mod:`poseharness.multiscale`); without it each view is decoded and ``per_image`` pools them.
 - optionally ``oracle_outputs(sample, cfg) -> dict``: the oracle's outputs of one view where they hold more than
   the training targets (e.g. Associative Embedding's perfect tags, which no loss reads); default ``encode``. It
   keeps what only the oracle reads out of every training item's encoding.
@@ -67,7 +70,8 @@ OPTIONAL = {"merge_flip": "function merge_flip(outputs, flipped_outputs, cfg) ->
             "train_step": "function train_step(net, batch, cfg, *, progress) -> (outputs, dict of loss terms)",
             "collate": "function collate(items) -> batch (the method's own collation of dataset items)",
             "final_outputs": "function final_outputs(outputs) -> dict of final output tensors (head layout)",
-            "oracle_outputs": "function oracle_outputs(sample, cfg) -> dict (the oracle's outputs of one view)"}
+            "oracle_outputs": "function oracle_outputs(sample, cfg) -> dict (the oracle's outputs of one view)",
+            "merge_views": "function merge_views(outputs, views, cfg) -> (outputs, view) (multi-scale fusion)"}
 
 #: The network-input view of each paradigm: whole images, or one crop per person.
 VIEW_OF_PARADIGM = {"bottom-up": "bottom-up", "single-stage": "bottom-up", "top-down": "top-down"}

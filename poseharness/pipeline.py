@@ -133,6 +133,7 @@ class Decoder:
         self.takes_view = accepts_view(module.decode)
         self.per_image = getattr(module, "per_image", None) or (
             rescore_and_nms if view_kind == "top-down" else _concatenate)
+        self.merge_views = getattr(module, "merge_views", None)
 
     def view(self, outputs: Any, view: View) -> tuple[np.ndarray, np.ndarray]:
         """Decode one view's outputs: poses (N, K, 3) in original pixels (float64), scores (N,). A mirrored view's
@@ -147,7 +148,11 @@ class Decoder:
         return poses, _numpy(scores).astype(np.float64).reshape(-1)
 
     def image(self, outputs: list, views: list[View]) -> tuple[np.ndarray, np.ndarray]:
-        """All views of one image (outputs[i] of views[i]) → the image's poses (N, K, 3) px and scores (N,)."""
+        """All views of one image (outputs[i] of views[i]) → the image's poses (N, K, 3) px and scores (N,). A
+        method with ``merge_views`` fuses several views' outputs into one view's first (multi-scale maps)."""
+        if self.merge_views is not None and len(views) > 1:
+            merged, view = self.merge_views(outputs, views, self.cfg)
+            outputs, views = [merged], [view]
         decoded = [self.view(o, v) for o, v in zip(outputs, views)]
         poses, scores = self.per_image([p for p, _ in decoded], [s for _, s in decoded], views, self.cfg)
         return np.asarray(poses, dtype=np.float64).reshape(-1, self.k, 3), np.asarray(scores).reshape(-1)

@@ -16,7 +16,9 @@ from poseharness.codecs import cell_centres, containing_cell, encode_heatmaps, h
 from poseharness.codecs.top_down import flip_back
 from poseharness.data.sample import Sample
 from poseharness.errors import HarnessError
+from poseharness.multiscale import resample
 from poseharness.schemas import get_schema
+from poseharness.views import TestTimeViews, View
 
 from .grouping import group
 from .model import build_model, loss  # noqa: F401  (the method contract: network and loss)
@@ -134,3 +136,23 @@ def merge_flip(outputs: dict, flipped_outputs: dict, cfg: dict) -> dict:
     mirror_tags = torch.cat([flip_back(mirror_tags[d * k:(d + 1) * k], index) for d in range(dims)])
     tags = torch.cat([torch.as_tensor(outputs["tags"]), mirror_tags.to(heat)])
     return {**outputs, "heatmaps": (heat + back) / 2, "tags": tags}
+
+
+def merge_views(outputs: list[dict], views: list[View], cfg: dict) -> tuple[dict, View]:
+    """The multi-scale test [R: test.py, ``multiperson``]: each scale's heatmaps (after the flip merge) resampled to
+    the first scale's output grid (``decode.tta.scales``, AE's [2, 1, 0.5]) and averaged, clipped at 1; the tags of
+    the scales within 0.5 of 1 resampled to it and concatenated as tag dimensions. Decoded once in the first view's
+    frame (grouping, then the refinement on the fused maps)."""
+    scales = TestTimeViews.from_decode(cfg["decode"]).scales
+    if len(views) != len(scales) or any(v.flipped for v in views):
+        raise HarnessError(f"method ae: the multi-scale test takes one unmirrored view per scale of decode.tta "
+                           f"{list(scales)} (got {len(views)} views; use decode.flip for AE's flip test, not tta.flip)")
+    tagged = [i for i, f in enumerate(scales) if abs(f - 1.0) < 0.5]
+    if not tagged:
+        raise HarnessError(f"method ae: decode.tta.scales {list(scales)} has no scale within 0.5 of 1 to read tags at")
+    ref, stride = views[0], int(cfg["encoding"]["stride"])
+    hw = tuple(torch.as_tensor(outputs[0]["heatmaps"]).shape[-2:])
+    heat = torch.stack([resample(torch.as_tensor(o["heatmaps"]), v, ref, stride, hw)
+                        for o, v in zip(outputs, views)]).mean(0).clamp(max=1.0)
+    tags = torch.cat([resample(torch.as_tensor(outputs[i]["tags"]), views[i], ref, stride, hw) for i in tagged])
+    return {**outputs[0], "heatmaps": heat, "tags": tags}, ref
