@@ -87,6 +87,13 @@ def resolve_ground_truth(args: argparse.Namespace) -> tuple[Path, str, dict[str,
     return gt_path, manifest.protocol, context
 
 
+def inputs_record(args: argparse.Namespace, gt_path: Path, context: dict, records: list) -> dict:
+    """What an ``--out`` file records of its inputs: the dataset context, both files and their sha256."""
+    return {**context, "annotations": str(gt_path), "annotations_sha256": file_digest(gt_path),
+            "results": str(args.results), "results_sha256": file_digest(args.results),
+            "num_predictions": len(records)}
+
+
 def format_metrics(metrics: dict[str, float]) -> str:
     """The metrics as an aligned two-column table (4 decimals; −1 means no ground truth in that range)."""
     width = max(len("metric"), *(len(name) for name in metrics))
@@ -104,16 +111,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"protocol {protocol} ({info['library']} {info['version']}, iouType {info['iou_type']})")
     print(format_metrics(metrics))
     if args.out:
-        write_json_atomic(args.out, {
-            "metrics": metrics,
-            "evaluator": info,
-            **context,
-            "annotations": str(gt_path),
-            "annotations_sha256": file_digest(gt_path),
-            "results": str(args.results),
-            "results_sha256": file_digest(args.results),
-            "num_predictions": len(records),
-        }, indent=2)
+        write_json_atomic(args.out, {"metrics": metrics, "evaluator": info,
+                                     **inputs_record(args, gt_path, context, records)}, indent=2)
     return 0
 
 
@@ -127,13 +126,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
           f"corrections cumulative, top to bottom")
     print(format_diagnosis(diagnosis))
     if args.out:
-        write_json_atomic(args.out, {
-            "diagnosis": diagnosis,
-            **context,
-            "annotations": str(gt_path),
-            "annotations_sha256": file_digest(gt_path),
-            "results": str(args.results),
-            "results_sha256": file_digest(args.results),
-            "num_predictions": len(records),
-        }, indent=2)
+        write_json_atomic(args.out, {"diagnosis": diagnosis, **inputs_record(args, gt_path, context, records)},
+                          indent=2)
     return 0

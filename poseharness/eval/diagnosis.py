@@ -87,7 +87,7 @@ from ..schemas import KeypointSchema, get_schema
 from .evaluate import _scoreable, evaluator_info, load_ground_truth
 from .oks import oks
 from .protocols import Protocol, get_protocol
-from .results import MIN_CONFIDENCE, read_results
+from .results import MIN_CONFIDENCE, results_and_source
 from .validate import MAX_DETS, validate_results
 
 #: OKS at which a detection counts as matched to a person for the keypoint diagnosis [R: Params.oksLocThrs].
@@ -151,12 +151,7 @@ def diagnose(
     order = tuple(order)
     if sorted(order) != sorted(KEYPOINT_ERRORS):
         raise HarnessError(f"order must be a permutation of {', '.join(KEYPOINT_ERRORS)}; got {order!r}")
-    if isinstance(results, (str, os.PathLike)):
-        source = results_name or str(results)
-        records = read_results(results)
-    else:
-        source = results_name or "<results>"
-        records = results
+    records, source = results_and_source(results, results_name)
     gt_data = load_ground_truth(gt_path, proto)
     if len(gt_data["categories"]) != 1:
         raise HarnessError(f"{gt_path}: the diagnosis handles one category, the file has "

@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import HarnessError
 from .bootstrap import Matches, matches_path, record_intervals
 from .protocols import Protocol, get_protocol
-from .results import MIN_CONFIDENCE, read_results
+from .results import MIN_CONFIDENCE, results_and_source
 from ..io import read_json
 from .validate import validate_ground_truth, validate_results
 
@@ -68,12 +68,7 @@ def evaluate(
     Raises HarnessError for bad input (see ``validate.py``).
     """
     proto = get_protocol(protocol)
-    if isinstance(results, (str, os.PathLike)):
-        source = results_name or str(results)
-        records = read_results(results)
-    else:
-        source = results_name or "<results>"
-        records = results
+    records, source = results_and_source(results, results_name)
     gt_data = load_ground_truth(gt_path, proto)
     clean = validate_results(
         records,

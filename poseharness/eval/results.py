@@ -82,3 +82,11 @@ def read_results(path: str | os.PathLike) -> list:
             f"{path}: results must be a JSON list of objects (one per predicted person), "
             f"got a JSON {'object' if isinstance(data, dict) else type(data).__name__}")
     return data
+
+
+def results_and_source(results: list | str | os.PathLike, results_name: str | None = None) -> tuple[list, str]:
+    """A results list given as a list or as the path of a results file, and what to call it in errors (the path,
+    else ``<results>``, unless ``results_name`` says)."""
+    if isinstance(results, (str, os.PathLike)):
+        return read_results(results), results_name or str(results)
+    return results, results_name or "<results>"
