@@ -338,12 +338,16 @@ def finish(preds: Predictions, info: RunInfo, pred_path: Path, gt_path: Path, *,
            limit: int | None = None, write: bool = True, store_root: Path | None = None) -> dict:
     """Write the results file, evaluate it (on the images seen when ``limit``), and write the record (when
     ``write``): with ``limit`` (>= 1) the record's subset is ``first-<limit>-images`` and its config says
-    ``limit``, a key of its own that never supersedes the full split's record. Returns ``{'metrics', 'predictions', 'record', 'timings', 'persons', 'images', 'config'}``;
-    ``timings`` (s) gain ``evaluate``."""
+    ``limit``, a key of its own that never supersedes the full split's record. With ``write`` the results are
+    also diagnosed (:func:`run_diagnosis`) on the same images and the record carries it (``diagnosis``, with
+    ``sources``: the split's full annotation file and image folder, for the report's gallery).
+    Returns ``{'metrics', 'predictions', 'record', 'timings', 'persons', 'images', 'config', 'diagnosis'}``;
+    ``timings`` (s) gain ``evaluate`` (and ``diagnose`` when written)."""
     from .store.record import RunRecord, check_limit, subset_name
     from .store.store import write_record
 
     check_limit(limit)
+    sources = {"annotations": str(gt_path), "images": image_dir_of(info, gt_path)}
     ids, poses, scores = preds.arrays()
     write_results(pred_path, ids, poses, scores)
     if limit is not None:
@@ -355,13 +359,50 @@ def finish(preds: Predictions, info: RunInfo, pred_path: Path, gt_path: Path, *,
     config = dict(info.config, evaluator=evaluator_info(protocol))
     if limit is not None:
         config["limit"] = limit
-    record_path = None
+    record_path = diagnosis = None
     if write:
+        t0 = time.perf_counter()
+        diagnosis = run_diagnosis(pred_path, gt_path, protocol, info.manifest.schema)
+        timings["diagnose"] = time.perf_counter() - t0
+        if diagnosis is not None:       # where the report's gallery finds the split's annotations and images
+            diagnosis["sources"] = dict(sources, schema=info.manifest.schema.name)
         record = RunRecord.new(
             kind=info.kind, dataset=info.manifest.name, split=info.split, method=info.method, variant=info.variant,
             scale=info.scale, seed=info.seed, metrics=metrics, config=config, dataset_kind=info.manifest.kind,
             timings=timings, predictions={"path": str(pred_path), "sha256": file_digest(pred_path)},
-            subset=subset_name(limit), **extra)
+            subset=subset_name(limit), diagnosis=diagnosis, **extra)
         record_path = write_record(record, store_root)
     return {"metrics": metrics, "predictions": pred_path, "record": record_path, "timings": timings,
-            "persons": int(len(ids)), "images": len(preds.images), "config": config}
+            "persons": int(len(ids)), "images": len(preds.images), "config": config, "diagnosis": diagnosis}
+
+
+def image_dir_of(info: RunInfo, gt_path: Path) -> str | None:
+    """The image folder of the split whose annotation file is ``gt_path`` (the manifest's ``images`` beside its
+    ``annotations``, under the same dataset root); None when ``gt_path`` does not end as the manifest says."""
+    from .errors import HarnessError
+
+    try:
+        spec = info.manifest.split(info.split)
+    except HarnessError:       # a manifest without the split: no images to show
+        return None
+    parts = Path(spec.annotations).parts
+    gt = Path(gt_path)
+    if tuple(gt.parts[-len(parts):]) != parts:
+        return None
+    return str(gt.parents[len(parts) - 1] / spec.images)
+
+
+def run_diagnosis(pred_path: Path, gt_path: Path, protocol: str, schema) -> dict | None:
+    """The error diagnosis (``eval.diagnosis.diagnose``) of the results file ``pred_path`` against ``gt_path``,
+    inversions by ``schema``'s flip pairs (the manifest's). A diagnosis it cannot make (a HarnessError, e.g. an
+    annotation file of several categories) is said on stderr and gives None: the evaluated run is still recorded."""
+    import sys
+
+    from .errors import HarnessError
+    from .eval.diagnosis import diagnose
+
+    try:
+        return diagnose(pred_path, gt_path, protocol, schema=schema)
+    except HarnessError as exc:
+        print(f"warning: no error diagnosis in the record of {pred_path}: {exc}", file=sys.stderr)
+        return None

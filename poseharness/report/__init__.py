@@ -8,6 +8,11 @@ one :class:`~poseharness.report.tables.TableView` per (method, paper table) and 
                                    provenance as numbered notes
     <out>/<method>/<table>.html    the same as a page; provenance on hover and as footnotes
     <out>/<method>/<table>.png|svg reproduced (with error bars) vs published bars, oracle bounds beside
+    <out>/<method>/<table>-diagnosis.png|svg  when the table's records carry error diagnoses: the AP gain of
+                                   each correction stage per variant (``report.diagnosis``; the .md and .html
+                                   pages then hold the section "Why the variants differ: error diagnosis")
+    <out>/<method>/<table>-<dataset>-<scale>-<variant>-gallery.html (+ gallery/*.png)  per diagnosed variant
+                                   whose predictions and split are on disk: its images with the largest errors
     <out>/<method>/speed.png|svg   speed vs accuracy (only once speed records exist)
     <out>/<method>/curves.png|svg  learning curves, from ``<results>/curves/<method>/*.json`` (``bench curve``)
     <out>/bench/crowd.png|svg      model time against persons per image, from ``<results>/bench/crowd.json``
@@ -91,6 +96,8 @@ def build_report(results: str | os.PathLike | None = None, out: str | os.PathLik
     """
     from ..store import load_table
     from ..store.store import store_root
+    from .diagnosis import diagnosis_figure, diagnosis_html, diagnosis_markdown, table_diagnoses
+    from .gallery import write_galleries
     from .html import index_page, table_page
     from .plots import crowd_caption, crowd_figure, curve_figure, save_figure, speed_figure, table_figure
 
@@ -117,17 +124,27 @@ def build_report(results: str | os.PathLike | None = None, out: str | os.PathLik
     result.views = build_views(shown, methods, dataset=dataset, scale=scale, root=store_root(results))
     result.left_out = left_out(shown, methods)
     entries = []
+    specs = {spec.name: spec for spec in methods}
     for view in result.views:
         folder = out / view.method
         stem = folder / view.table.name
-        md = to_markdown(view)
+        diagnoses = table_diagnoses(view, specs[view.method], shown)
+        diag_figure = diagnosis_figure(diagnoses, f"{view.method} {view.table.name}: AP gain per correction")
+        diag_stem = f"{stem.name}-diagnosis" if diag_figure is not None else None
+        galleries = {}
+        if diag_figure is not None:
+            result.files += save_figure(diag_figure, folder / diag_stem)
+            galleries, written = write_galleries(view, diagnoses, shown, store_root(results), folder)
+            result.files += written
+        md = to_markdown(view) + diagnosis_markdown(diagnoses, diag_stem, galleries)
         result.files.append(write_text_atomic(stem.with_suffix(".md"), md))
         figure = table_figure(view)
         if figure is not None:
             result.files += save_figure(figure, stem)
         result.files.append(write_text_atomic(stem.with_suffix(".html"), table_page(
             view, figure=stem.name if figure is not None else None,
-            markdown=f"{stem.name}.md", generated=generated, source=str(source))))
+            markdown=f"{stem.name}.md", generated=generated, source=str(source),
+            diagnosis=diagnosis_html(diagnoses, diag_stem, galleries))))
         rel = f"{view.method}/{view.table.name}"
         entries.append({"view": view, "html": f"{rel}.html", "md": f"{rel}.md",
                         "png": f"{rel}.png" if figure is not None else None,

@@ -236,9 +236,10 @@ def _block_html(view: TableView, block: Block, index: int) -> str:
 
 
 def table_page(view: TableView, *, figure: str | None, markdown: str, generated: str,
-               source: str = "results/results.parquet") -> str:
+               source: str = "results/results.parquet", diagnosis: str = "") -> str:
     """The HTML page of one table; ``figure`` is the stem (no suffix) of its plot beside the page, ``source`` the
-    results table it was rendered from."""
+    results table it was rendered from, ``diagnosis`` the HTML of its error-diagnosis section (``report.diagnosis``;
+    '' when its records carry none), placed after the table's figure."""
     t = view.table
     body = ['<nav><a href="../index.html">← all tables</a></nav>',
             f"<h1>{escape(view.method)} — {escape(t.name)}</h1>",
@@ -277,6 +278,8 @@ def table_page(view: TableView, *, figure: str | None, markdown: str, generated:
                     f'published"><figcaption class="muted">Reproduced (per dataset and scale) vs '
                     f"published.</figcaption></figure>")
         links += [f'<a href="{escape(figure)}.png">PNG</a>', f'<a href="{escape(figure)}.svg">SVG</a>']
+    if diagnosis:
+        body.append(diagnosis)
     body.append(f"<footer>Also as: {' · '.join(links)}. Generated {escape(generated)} from "
                 f"{escape(source)}.</footer>")
     return _page(f"{view.method} {t.name} — {t.caption}", "\n".join(body))

@@ -14,6 +14,12 @@ Columns, in order:
 - ``<metric>_lo <metric>_hi`` for every metric, in metric order: its 95 % bootstrap interval over the images
   (the record's ``intervals``; empty where a row has none, e.g. records written before intervals existed)
 - one column per timed stage, ``time/<stage>``, in seconds
+- the error diagnosis (the record's ``diagnosis``, ``poseharness.eval.diagnosis``; empty (NaN) where a record has
+  none, e.g. one written before it existed): ``diag_ap_original`` (AP before any correction, a fraction as the
+  metrics), ``diag_gain_<stage>`` for each cumulative correction stage of :data:`DIAG_STAGES` (AP after it minus
+  AP before it, fraction; NaN where the diagnosis has no figure), ``diag_<count>`` for each count of
+  :data:`DIAG_COUNTS` (keypoint categories, background false positives, false negatives, scoring errors ...),
+  ``diag_per_keypoint`` (JSON: keypoint name -> category -> count)
 - ``subset``, the key's last part: ``full`` or ``first-N-images`` (a record written before the field counts as
   ``full``, or as ``first-N-images`` when its config says ``limit: N``)
 - ``dataset_kind synthetic tiny comparable_to_paper`` (derived labels; ``comparable_to_paper`` is also false
@@ -22,7 +28,7 @@ Columns, in order:
 - ``created run_id predictions predictions_sha256 records_for_key record`` (file, relative to root)
   ``schema_version matches`` (the matches file the intervals come from; empty where none)
 
-A metric may not take a name of these columns, start with ``time/`` or end with ``_lo`` / ``_hi`` (records
+A metric may not take a name of these columns, start with ``time/`` or ``diag_``, or end with ``_lo`` / ``_hi`` (records
 are validated for it).
 pandas and pyarrow are imported only here, so processes that merely write records stay light.
 """
@@ -37,8 +43,8 @@ from typing import Any
 from ..errors import HarnessError
 from ..io import atomic_path
 from ..provenance import hardware_summary
-from .record import (DERIVED_LABELS, FULL_SUBSET, INTERVAL_SUFFIXES, KEY_FIELDS, RESERVED_COLUMNS, TIMING_PREFIX,
-                     RunRecord)
+from .record import (DERIVED_LABELS, DIAGNOSIS_PREFIX, FULL_SUBSET, INTERVAL_SUFFIXES, KEY_FIELDS, RESERVED_COLUMNS,
+                     TIMING_PREFIX, RunRecord)
 from .store import iter_record_paths, read_record, record_path, store_root, temp_files
 
 PARQUET_NAME = "results.parquet"
@@ -48,6 +54,38 @@ PROVENANCE_COLUMNS = (
     "created", "run_id", "predictions", "predictions_sha256", "records_for_key", "record",
     "schema_version", "matches",
 )
+
+#: The cumulative correction stages of a diagnosis (``eval.diagnosis``: keypoint errors in coco-analyze's order,
+#: then the instance errors); each gives a ``diag_gain_<stage>`` column.
+DIAG_STAGES = ("miss", "swap", "inversion", "jitter", "score", "background_fp", "false_negative")
+#: The diagnosis counts that become ``diag_<count>`` columns (the keypoint categories first).
+DIAG_COUNTS = ("good", "jitter", "inversion", "swap", "miss", "background_fp", "false_negatives", "scoring_errors",
+               "misordered_images", "keypoints", "matched_detections", "detections", "persons", "images")
+DIAG_NUMBER_COLUMNS = (f"{DIAGNOSIS_PREFIX}ap_original", *(f"{DIAGNOSIS_PREFIX}gain_{s}" for s in DIAG_STAGES),
+                       *(f"{DIAGNOSIS_PREFIX}{c}" for c in DIAG_COUNTS))
+DIAG_PER_KEYPOINT = f"{DIAGNOSIS_PREFIX}per_keypoint"
+DIAG_COLUMNS = (*DIAG_NUMBER_COLUMNS, DIAG_PER_KEYPOINT)
+
+
+def diagnosis_columns(diagnosis: dict | None) -> dict[str, Any]:
+    """The ``diag_*`` columns of one record's ``diagnosis`` (:data:`DIAG_COLUMNS`): AP figures as fractions,
+    counts as numbers, NaN where the diagnosis lacks one; all NaN (per-keypoint None) when there is none."""
+    nan = float("nan")
+    row: dict[str, Any] = dict.fromkeys(DIAG_NUMBER_COLUMNS, nan)
+    row[DIAG_PER_KEYPOINT] = None
+    if not diagnosis:
+        return row
+    original = diagnosis.get("ap", {}).get("original", {}).get("AP")
+    row[f"{DIAGNOSIS_PREFIX}ap_original"] = nan if original is None else float(original)
+    for stage in DIAG_STAGES:
+        gain = diagnosis.get("gain", {}).get(stage, {}).get("AP")
+        row[f"{DIAGNOSIS_PREFIX}gain_{stage}"] = nan if gain is None else float(gain)
+    for name in DIAG_COUNTS:
+        count = diagnosis.get("counts", {}).get(name)
+        row[f"{DIAGNOSIS_PREFIX}{name}"] = nan if count is None else float(count)
+    if diagnosis.get("counts_per_keypoint") is not None:
+        row[DIAG_PER_KEYPOINT] = json.dumps(diagnosis["counts_per_keypoint"])
+    return row
 
 
 @dataclass
@@ -106,6 +144,7 @@ def _row(record: RunRecord, path: Path, root: Path, count: int) -> dict[str, Any
     for name, (lo, hi) in (record.intervals or {}).items():
         row[f"{name}_lo"], row[f"{name}_hi"] = lo, hi
     row.update({f"{TIMING_PREFIX}{stage}": seconds for stage, seconds in record.timings.items()})
+    row.update(diagnosis_columns(record.diagnosis))
     row.update({name: record.labels[name] for name in DERIVED_LABELS})
     # A quick look (first N images) stands for no published figure, whatever its data and scale.
     row["comparable_to_paper"] = bool(record.labels["comparable_to_paper"]) and record.full
@@ -137,19 +176,19 @@ def _table(rows: list[dict[str, Any]]):
     timing_names: list[str] = []
     for row in rows:
         for name in row:
-            if name in RESERVED_COLUMNS or name.endswith(INTERVAL_SUFFIXES):
+            if name in RESERVED_COLUMNS or name.endswith(INTERVAL_SUFFIXES) or name.startswith(DIAGNOSIS_PREFIX):
                 continue
             target = timing_names if name.startswith(TIMING_PREFIX) else metric_names
             if name not in target:
                 target.append(name)
     bounds = [f"{m}{suffix}" for m in metric_names for suffix in INTERVAL_SUFFIXES]
     lead = [name for name in KEY_FIELDS if name != "subset"]
-    columns = [*lead, *metric_names, *bounds, *timing_names, "subset", *PROVENANCE_COLUMNS]
+    columns = [*lead, *metric_names, *bounds, *timing_names, *DIAG_COLUMNS, "subset", *PROVENANCE_COLUMNS]
     df = pd.DataFrame(rows, columns=columns)
     df["seed"] = df["seed"].astype("int64")
     df["records_for_key"] = df["records_for_key"].astype("int64")
     df["schema_version"] = df["schema_version"].astype("int64")
-    for name in [*metric_names, *bounds, *timing_names]:
+    for name in [*metric_names, *bounds, *timing_names, *DIAG_NUMBER_COLUMNS]:
         df[name] = df[name].astype("float64")
     for name in ("synthetic", "tiny", "comparable_to_paper"):
         df[name] = df[name].astype("bool")
@@ -232,5 +271,5 @@ def load_table(root: str | os.PathLike | None = None):
 
 def metric_columns(df) -> list[str]:
     """The metric columns of a collected table, in table order (not their ``_lo`` / ``_hi`` interval columns)."""
-    return [c for c in df.columns if c not in RESERVED_COLUMNS and not c.startswith(TIMING_PREFIX)
+    return [c for c in df.columns if c not in RESERVED_COLUMNS and not c.startswith((TIMING_PREFIX, DIAGNOSIS_PREFIX))
             and not c.endswith(INTERVAL_SUFFIXES)]

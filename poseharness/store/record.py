@@ -38,7 +38,11 @@ TIMING_PREFIX = "time/"
 INTERVAL_SUFFIXES = ("_lo", "_hi")
 # Fields added after version 1 was fixed: a record written before them still loads (they are then None).
 # ``subset`` missing: the full split, unless the config says ``limit`` (records of before the field).
-OPTIONAL_FIELDS = ("intervals", "matches", "subset")
+OPTIONAL_FIELDS = ("intervals", "matches", "subset", "diagnosis")
+#: Columns of the collected table made from a record's ``diagnosis`` start so; no metric may.
+DIAGNOSIS_PREFIX = "diag_"
+#: What a ``diagnosis`` must hold (``poseharness.eval.diagnosis.diagnose``'s dict).
+DIAGNOSIS_KEYS = ("counts", "counts_per_keypoint", "ap", "gain")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")   # key parts become directory names
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
@@ -129,6 +133,10 @@ class RunRecord:
     ``created`` UTC ISO 8601; ``run_id`` 32 hex digits, unique per record; ``subset`` which images of the
     split were scored: ``full`` (all), or ``first-N-images`` (a ``--limit N`` quick look; then the config says
     ``limit: N``). The subset is part of the key, so a quick look never supersedes a full-split record.
+    ``diagnosis``: the error diagnosis of the predictions (``poseharness.eval.diagnosis.diagnose``: counts,
+    counts_per_keypoint, counts_per_oks, ap and gain per cumulative correction stage, fractions in [0, 1]),
+    or None (records of before the field, speed records, or a diagnosis that failed); ``finish`` adds its
+    ``sources`` (``annotations`` file, ``images`` folder or null, ``schema`` name) for the report's gallery.
     """
 
     kind: str
@@ -151,6 +159,7 @@ class RunRecord:
     intervals: dict[str, list[float]] | None = None
     matches: str | None = None
     subset: str = FULL_SUBSET
+    diagnosis: dict[str, Any] | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     schema_version: int = SCHEMA_VERSION
 
@@ -161,12 +170,12 @@ class RunRecord:
             predictions: dict[str, str] | None = None, labels: dict[str, Any] | None = None,
             prov: dict[str, Any] | None = None, created: str | None = None,
             intervals: dict[str, Any] | None = None, matches: str | None = None,
-            subset: str = FULL_SUBSET) -> "RunRecord":
+            subset: str = FULL_SUBSET, diagnosis: dict[str, Any] | None = None) -> "RunRecord":
         """A validated record stamped now, with provenance of this process and checkout.
 
         ``dataset_kind`` ('real' | 'synthetic') defaults to the kind in the dataset's manifest;
-        ``labels`` adds free labels to the derived ones; ``intervals`` / ``matches`` / ``subset`` as in the
-        class doc (:func:`subset_name` makes a subset of a ``--limit``);
+        ``labels`` adds free labels to the derived ones; ``intervals`` / ``matches`` / ``subset`` /
+        ``diagnosis`` as in the class doc (:func:`subset_name` makes a subset of a ``--limit``);
         ``prov`` (from :func:`provenance`) lets a job capture the code state when it starts rather than
         when it finishes.
         """
@@ -190,6 +199,7 @@ class RunRecord:
                 k: list(v) if isinstance(v, (list, tuple)) else v for k, v in intervals.items()},
             matches=None if matches is None else str(matches),
             subset=subset,
+            diagnosis=None if diagnosis is None else dict(diagnosis),
         )
         record.validate()
         return record
@@ -262,6 +272,30 @@ def _check_subset(r: RunRecord, problems: list) -> None:
                                    f"images is 'first-N-images' with limit N, the whole split 'full' with no limit"))
 
 
+def _check_diagnosis(r: RunRecord, problems: list) -> None:
+    """``diagnosis``: null, or an object with :data:`DIAGNOSIS_KEYS`, ``counts`` of non-negative integers and
+    ``gain`` of stage -> {figure: number or null}."""
+    d = r.diagnosis
+    if d is None:
+        return
+    if not isinstance(d, dict):
+        problems.append(("diagnosis", f"must be null or an object, got {type(d).__name__}"))
+        return
+    missing = [k for k in DIAGNOSIS_KEYS if not isinstance(d.get(k), dict)]
+    if missing:
+        problems.append(("diagnosis", f"must hold the objects {', '.join(DIAGNOSIS_KEYS)}; "
+                                      f"missing or not objects: {', '.join(missing)}"))
+        return
+    for name, count in d["counts"].items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            problems.append((f"diagnosis.counts.{name}", f"must be a count (integer >= 0), got {count!r}"))
+    for stage, figures in d["gain"].items():
+        if not isinstance(figures, dict) or not all(v is None or (_is_number(v) and math.isfinite(v))
+                                                    for v in figures.values()):
+            problems.append((f"diagnosis.gain.{stage}", f"must map figures to finite numbers or null, "
+                                                        f"got {figures!r}"))
+
+
 def _format(source: Any, problems: list[tuple[str, str]]) -> str:
     lines = [f"{where(source, record='field ' + name)}: {text}" for name, text in problems]
     head = f"{source}: invalid run record ({len(problems)} problem{'s' * (len(problems) != 1)})"
@@ -325,11 +359,13 @@ def _problems(r: RunRecord) -> list[tuple[str, str]]:
             p.append(("metrics", "must hold at least one metric"))
         for name in r.metrics:
             if isinstance(name, str) and (name in RESERVED_COLUMNS or name.startswith(TIMING_PREFIX)
+                                          or name.startswith(DIAGNOSIS_PREFIX)
                                           or name.endswith(INTERVAL_SUFFIXES)):
                 p.append((f"metrics.{name}", "name is reserved for a column of the results table"))
     _check_number_map("timings", r.timings, p, nonnegative=True)
     _check_intervals(r, p)
     _check_subset(r, p)
+    _check_diagnosis(r, p)
     if r.matches is not None and (not isinstance(r.matches, str) or not r.matches):
         p.append(("matches", f"must be null or the path of the matches file, got {r.matches!r}"))
 
