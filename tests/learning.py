@@ -25,7 +25,7 @@ from poseharness import checkpoint as ckpt
 from poseharness.contract import method_module
 from poseharness.data import synthetic
 from poseharness.data.manifest import load_manifest_file
-from poseharness.methods import load_method
+from poseharness.methods import init_entry, load_method
 from poseharness.predict import predict
 from poseharness.threads import torch_threads
 from poseharness.train import TrainResult, seed_everything, train
@@ -46,6 +46,8 @@ class LearningRun:
     metrics: dict[str, dict[str, float]]    # "trained" / "untrained" -> COCO stats
     persons: dict[str, int]                 # "trained" / "untrained" -> persons predicted on val
     seconds: dict[str, float]               # data, training, total
+    predictions: dict = None                # "trained" / "untrained" -> the results file (COCO JSON) on val
+    manifest: object = None                 # the generated set's manifest
 
     def report(self, title: str) -> str:
         s = self.seconds
@@ -60,9 +62,11 @@ class LearningRun:
 
 def learning_run(tmp_path: Path, monkeypatch, method: str, training: str, variant: str, *, train_images: int,
                  val_images: int, seed: int = 0, generator: dict | None = None,
-                 steps: int | None = None, scale: str = "tiny") -> LearningRun:
+                 steps: int | None = None, scale: str = "tiny", init_checkpoint: Path | None = None
+                 ) -> LearningRun:
     """Train ``method``/``training`` at ``scale`` (``steps``: the scale's schedule when None) and score the
-    trained and the untrained model with ``variant`` on a fresh synthetic COCO set."""
+    trained and the untrained model with ``variant`` on a fresh synthetic COCO set. A training with ``init:``
+    starts from ``init_checkpoint``, and so does its untrained model (the source's weights, the rest fresh)."""
     monkeypatch.setenv("POSEHARNESS_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("POSEHARNESS_RESULTS", str(tmp_path / "results"))
     raw = yaml.safe_load((REPO / "datasets" / "synthetic-coco.yaml").read_text())
@@ -77,19 +81,24 @@ def learning_run(tmp_path: Path, monkeypatch, method: str, training: str, varian
     spec = load_method(method)
     with torch_threads(THREADS):
         run = train(spec, training, manifest, scale, seed=seed, steps=steps, out=tmp_path / "run", device="cpu",
-                    workers=1, progress=False, log=lambda *_: None)
+                    workers=1, progress=False, log=lambda *_: None, init_checkpoint=init_checkpoint)
         assert run.complete and run.step == run.total_steps
         t_train = time.perf_counter() - start - t_data
 
         state = torch.load(run.checkpoint, weights_only=True)
         seed_everything(seed)
-        state["model"] = method_module(spec).build_model(json.loads(state["config_json"])).state_dict()
+        model = method_module(spec).build_model(json.loads(state["config_json"]))
+        if init_checkpoint is not None:
+            ckpt.load_init_weights(model, ckpt.load_checkpoint(init_checkpoint), Path(init_checkpoint),
+                                   into=init_entry(spec, training)["into"])
+        state["model"] = model.state_dict()
         ckpt.save_checkpoint(tmp_path / "untrained.pt", state)
 
-        metrics, persons = {}, {}
+        metrics, persons, predictions = {}, {}, {}
         for name, path in (("trained", run.checkpoint), ("untrained", tmp_path / "untrained.pt")):
             out = predict(path, variant, manifest, "val", out=tmp_path / f"{name}.json", device="cpu", write=False,
                           progress=False)
             metrics[name], persons[name] = out["metrics"], int(out["persons"])
+            predictions[name] = Path(out["predictions"])
     seconds = {"data": t_data, "training": t_train, "total": time.perf_counter() - start}
-    return LearningRun(run, metrics, persons, seconds)
+    return LearningRun(run, metrics, persons, seconds, predictions, manifest)
