@@ -86,7 +86,8 @@ def test_predict_writes_results_evaluates_and_records(env, trained):
     assert rec.config["decode"] == {"threshold": 0.0, "flip": False} and rec.config["variant"] == "top1"
     assert rec.config["dataset"] == {"name": "synthetic-coco", "kind": "synthetic", "size": "tiny", "seed": 0}
     assert rec.config["predict"]["input"] == 64 and rec.metrics["AP"] == out["metrics"]["AP"]
-    assert set(rec.timings) == {"setup", "model", "decode", "evaluate"}
+    assert set(rec.timings) == {"setup", "model", "decode", "evaluate", "diagnose"}
+    assert rec.diagnosis["ap"]["original"]["AP"] == pytest.approx(rec.metrics["AP"], abs=1e-12)
 
 
 def test_batching_does_not_change_predictions(env, trained):
