@@ -328,3 +328,98 @@ def test_cli_analyze(tmp_path, capsys):
     assert saved["diagnosis"] == diagnose(str(preds), gt, "crowdpose")
     with pytest.raises(HarnessError, match="--gt needs --protocol"):
         run_cli(["analyze", str(preds), "--gt", str(gt)])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Re-evaluating only what a correction changed equals evaluating everything again
+
+def crowded_gt(tmp_path: Path, protocol: str, images: int = 40, seed: int = 0) -> Path:
+    """A COCO-format file of ``images`` images with 0-6 overlapping template persons each (so swaps occur),
+    random scales, some keypoints unlabelled, a few persons with none labelled."""
+    rng = np.random.default_rng(seed)
+    schema = schema_of(protocol)
+    template = np.array([TEMPLATE[name] for name in schema.keypoints], dtype=np.float64)
+    annotations, image_list = [], []
+    for i in range(1, images + 1):
+        image_list.append({"id": i, "file_name": f"{i}.jpg", "width": 800, "height": 600,
+                           **({"crowdIndex": 0.5} if protocol == "crowdpose" else {})})
+        for _ in range(int(rng.integers(0, 7))):
+            s = rng.uniform(0.5, 1.5)
+            origin = rng.uniform([0, 0], [500, 250])
+            v = np.where(rng.random(len(template)) < 0.15, 0.0, 2.0) * (rng.random() > 0.05)
+            xy = np.where(v[:, None] > 0, template * s + origin, 0.0)
+            kp = np.column_stack([xy, v])
+            ann = {"id": len(annotations) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
+                   "bbox": [*origin.tolist(), 100 * s, 200 * s], "keypoints": kp.ravel().tolist(),
+                   "num_keypoints": int(schema.count_labelled(kp[None])[0])}
+            if protocol != "crowdpose":
+                ann["area"] = float(100 * s * 200 * s * rng.uniform(0.5, 0.9))
+            annotations.append(ann)
+    category = {"id": 1, "name": "person", "keypoints": list(schema.keypoints), "skeleton": []}
+    path = tmp_path / f"crowded_{protocol}.json"
+    path.write_text(json.dumps({"images": image_list, "annotations": annotations, "categories": [category]}))
+    return path
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_partial_reevaluation_equals_full_evaluation(tmp_path, protocol, monkeypatch):
+    """The diagnosis evaluates a correction again only on the images it changed, with OKS matrices of its own
+    (``pair_oks``); with the library's full ``evaluate`` after every correction instead, every figure and
+    count is the same, exactly."""
+    from poseharness.bench.evaluate import perturbed_predictions
+    from poseharness.eval import diagnosis
+
+    gt_path = crowded_gt(tmp_path, protocol)
+    records = perturbed_predictions(json.loads(gt_path.read_text()), schema_of(protocol).num_keypoints,
+                                    seed=3, jitter=0.08, false_positives=0.2, duplicates=0.2)
+    fast = diagnose(records, gt_path, protocol)
+
+    def full_reevaluate(self, rows, xy):
+        return self.lib.evaluate()
+
+    def full_rescore(self, scores):
+        self.lib.set_scores(scores)
+        return self.lib.evaluate()
+
+    monkeypatch.setattr(diagnosis._Diagnosis, "_reevaluate", full_reevaluate)
+    monkeypatch.setattr(diagnosis._Diagnosis, "_rescore", full_rescore)
+    library_evaluate = diagnosis._Official.evaluate       # with the library's own computeOks
+    monkeypatch.setattr(diagnosis._Official, "evaluate", lambda self, oks_matrices=None: library_evaluate(self))
+    slow = diagnose(records, gt_path, protocol)
+    assert fast == slow
+    c = fast["counts"]       # every kind of error occurs, so every stage re-evaluates something
+    assert min(c["jitter"], c["inversion"], c["swap"], c["miss"], c["background_fp"], c["false_negatives"]) > 0
+    assert all(fast["gain"][s]["AP"] != 0 for s in KEYPOINT_ERRORS)
+
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_localize_gives_what_diagnose_counts(tmp_path, protocol):
+    """The gallery's per-detection facts (``localize``) are the diagnosis's: the same pairs, the same categories."""
+    from poseharness.bench.evaluate import perturbed_predictions
+    from poseharness.eval.diagnosis import localize
+
+    gt_path = crowded_gt(tmp_path, protocol, seed=5)
+    records = perturbed_predictions(json.loads(gt_path.read_text()), schema_of(protocol).num_keypoints, seed=1)
+    counts = diagnose(records, gt_path, protocol)["counts"]
+    found = localize(records, gt_path, protocol)
+    matched = found["gt_id"] >= 0
+    assert len(found["records"]) == counts["detections"] and matched.sum() == counts["matched_detections"]
+    assert {c: int((found["category"] == i).sum()) for i, c in enumerate(CATEGORIES)} == \
+        {c: counts[c] for c in CATEGORIES}
+    assert (found["oks"][matched] >= 0.1).all() and (found["oks"][~matched] == 0).all()
+    assert (found["category"][~matched] == -1).all()
+
+
+def test_bench_diagnose_prints_both_timings(tmp_path, capsys):
+    from poseharness.cli import main
+
+    gt_path = crowded_gt(tmp_path, "crowdpose", images=20)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "diagnose", "--gt", str(gt_path), "--protocol", "crowdpose", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "evaluation (official library alone)" in text and "error diagnosis" in text
+    doc = json.loads(out.read_text())
+    assert set(doc["seconds"]) == {"evaluate", "evaluate_for_record", "diagnose"}
+    assert all(v > 0 for v in doc["seconds"].values())
+    assert doc["ap"]["false_negative"]["AP"] == 1.0 and doc["protocol"] == "crowdpose"

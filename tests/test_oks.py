@@ -70,7 +70,7 @@ def test_oks_equals_pycocotools_compute_oks(schema, seed):
     ours = oks(pred, gt, areas, schema.sigmas_array, boxes)
     reference = compute_oks_pycocotools(pred, gt, areas, schema.sigmas_array, boxes)
     assert ours.shape == reference.shape == (18, 7)
-    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-14)
+    np.testing.assert_array_equal(ours, reference)      # bit for bit (oks.py: the libraries' summation order)
     assert ours[0, 2] == 1.0             # exactly on the area-0 GT
     # The spread is real: perfect, partial and zero similarities all occur.
     assert ours.max() == 1.0 and ours.min() < 1e-6 and ((ours > 0.2) & (ours < 0.9)).any()
@@ -141,3 +141,48 @@ def test_oks_nms_keeps_no_similar_pair():
     for i in set(range(60)) - set(keep.tolist()):
         assert any(sim[i, j] > 0.5 and scores[j] >= scores[i] for j in keep)
     assert 20 < len(keep) < 60
+
+
+@pytest.mark.parametrize("protocol", ["coco", "crowdpose"])
+def test_oks_equals_each_library_bit_for_bit_on_a_set(tmp_path, protocol):
+    """Every OKS matrix of a whole evaluation (pycocotools for coco, xtcocotools' keypoints_crowd with its
+    0.53·h·w scale for crowdpose), recomputed with ``oks`` in the library's row and column order: equal, not
+    close. The diagnosis feeds such matrices to the library's own matching, where one ulp can flip a tie."""
+    import json
+
+    from poseharness.bench.evaluate import perturbed_predictions
+    from poseharness.data.annotations import crowdpose_area
+    from poseharness.eval.protocols import get_protocol
+    from test_diagnosis import crowded_gt
+
+    proto = get_protocol(protocol)
+    gt_path = crowded_gt(tmp_path, protocol, images=30, seed=1)
+    records = perturbed_predictions(json.loads(gt_path.read_text()), proto.num_keypoints, seed=2)
+    with contextlib.redirect_stdout(io.StringIO()):
+        if protocol == "coco":
+            coco_gt = COCO(str(gt_path))
+            ev = COCOeval(coco_gt, coco_gt.loadRes(records), "keypoints")
+            ev.params.kpt_oks_sigmas = proto.schema.sigmas_array      # as the harness's evaluator sets them
+        else:
+            from xtcocotools.coco import COCO as XCOCO
+            from xtcocotools.cocoeval import COCOeval as XCOCOeval
+
+            coco_gt = XCOCO(str(gt_path))
+            ev = XCOCOeval(coco_gt, coco_gt.loadRes(records), proto.iou_type, sigmas=proto.schema.sigmas_array,
+                           use_area=proto.use_area)
+            ev.params.useSegm = None
+        ev.evaluate()
+    pairs = 0
+    for (image_id, category_id), matrix in ev.ious.items():
+        if len(matrix) == 0:
+            continue
+        dts = ev._dts[image_id, category_id]
+        dts = [dts[i] for i in np.argsort([-d["score"] for d in dts], kind="mergesort")]
+        gts = ev._gts[image_id, category_id]
+        gt = np.array([g["keypoints"] for g in gts], dtype=np.float64).reshape(len(gts), -1, 3)
+        boxes = np.array([g["bbox"] for g in gts], dtype=np.float64)
+        areas = np.array([g["area"] for g in gts]) if proto.use_area else crowdpose_area(boxes)
+        pred = np.array([d["keypoints"] for d in dts], dtype=np.float64).reshape(len(dts), -1, 3)
+        np.testing.assert_array_equal(oks(pred, gt, areas, proto.schema.sigmas_array, boxes), matrix)
+        pairs += matrix.size
+    assert pairs > 200

@@ -3,6 +3,7 @@
 ``poseharness bench evaluate [--dataset synthetic-coco --size coco-val-size | --gt FILE --protocol P]``
 times the harness's evaluator and every importable evaluator library on one set (the ground truth
 perturbed into predictions) and checks that they give the same figures (exit status 1 if not).
+``poseharness bench diagnose`` (same options) times the error diagnosis against the evaluation of that set.
 
 A method adds benches of its own code (``benches:`` in its method.yaml, each ``bench_<name>.py`` in its
 directory), e.g. GOG's ``poseharness bench decode``; ``poseharness bench oracle`` times each
@@ -31,19 +32,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "positives, duplicates), then scores them with the harness and with each importable "
                     "library (pycocotools, xtcocotools; faster-coco-eval, hotcoco, xthotcoco if installed). "
                     "A synthetic dataset is generated first when its files are missing.")
-    p.add_argument("--dataset", default=None,
-                   help="dataset manifest (default: synthetic-coco, unless --gt is given)")
-    p.add_argument("--split", default="val")
-    p.add_argument("--size", default=None,
-                   help="synthetic sets: the size (default with synthetic-coco: coco-val-size, 5,000 images)")
-    p.add_argument("--seed", type=int, default=None, help="synthetic sets: the generator seed")
-    p.add_argument("--gt", metavar="ANNOTATIONS.json", help="bench on this annotation file instead")
-    p.add_argument("--protocol", help="with --gt: coco | crowdpose | ochuman")
-    p.add_argument("--prediction-seed", type=int, default=0, help="seed of the perturbed predictions")
+    _set_arguments(p)
     p.add_argument("--repeat", type=int, default=1, help="runs per backend; the best time is reported")
-    p.add_argument("--jobs", type=int, default=None, help="image writers when generating (default: all cores)")
-    p.add_argument("--out", metavar="BENCH.json", help="also write the timings and stats here")
     p.set_defaults(func=cmd_bench_evaluate)
+
+    p = verbs.add_parser(
+        "diagnose",
+        help="time the error diagnosis against the evaluation of the same set",
+        description="Builds predictions by perturbing the ground truth (every detection carries errors of "
+                    "every kind) and times, on them: the official evaluation alone (`poseharness evaluate`), "
+                    "the evaluation step of a run record (with its bootstrap intervals and saved matches) and "
+                    "the error diagnosis (`poseharness analyze`), each the best of --repeat runs.")
+    _set_arguments(p)
+    p.add_argument("--repeat", type=int, default=1, help="runs of each; the best time is reported")
+    p.set_defaults(func=cmd_bench_diagnose)
 
     from .train import register as register_train      # bench train
     register_train(verbs)
@@ -54,6 +56,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .crowd import register as register_crowd      # bench crowd
     register_crowd(verbs)
     register_method_benches(verbs)
+
+
+def _set_arguments(p: argparse.ArgumentParser) -> None:
+    """The options naming the set a bench scores (and where its figures go)."""
+    p.add_argument("--dataset", default=None,
+                   help="dataset manifest (default: synthetic-coco, unless --gt is given)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--size", default=None,
+                   help="synthetic sets: the size (default with synthetic-coco: coco-val-size, 5,000 images)")
+    p.add_argument("--seed", type=int, default=None, help="synthetic sets: the generator seed")
+    p.add_argument("--gt", metavar="ANNOTATIONS.json", help="bench on this annotation file instead")
+    p.add_argument("--protocol", help="with --gt: coco | crowdpose | ochuman")
+    p.add_argument("--prediction-seed", type=int, default=0, help="seed of the perturbed predictions")
+    p.add_argument("--jobs", type=int, default=None, help="image writers when generating (default: all cores)")
+    p.add_argument("--out", metavar="BENCH.json", help="also write the timings and figures here")
 
 
 def register_method_benches(verbs: argparse._SubParsersAction) -> None:
@@ -131,3 +148,35 @@ def cmd_bench_evaluate(args: argparse.Namespace) -> int:
             ],
         }, indent=2)
     return 1 if disagree else 0
+
+
+def cmd_bench_diagnose(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from ..eval.diagnosis import diagnose
+    from ..eval.evaluate import evaluate, evaluate_for_record, load_ground_truth
+    from ..eval.protocols import get_protocol
+    from .evaluate import _timed, perturbed_predictions
+
+    gt_path, protocol, context = _ground_truth(args)
+    proto = get_protocol(protocol)
+    records = perturbed_predictions(load_ground_truth(gt_path, proto), proto.num_keypoints,
+                                    seed=args.prediction_seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = Path(tmp) / "results.json"
+        write_json_atomic(results, records)
+        evaluation, metrics = _timed(lambda: evaluate(results, gt_path, proto.name), args.repeat)
+        record_step, _ = _timed(lambda: evaluate_for_record(results, gt_path, proto.name), args.repeat)
+        diagnosis, found = _timed(lambda: diagnose(results, gt_path, proto.name), args.repeat)
+    figures = {"evaluate": evaluation, "evaluate_for_record": record_step, "diagnose": diagnosis}
+    print(f"{gt_path}: {len(records)} perturbed predictions; protocol {proto.name}; best of {args.repeat}")
+    print(f"  evaluation (official library alone)      {evaluation:8.2f} s   AP {metrics['AP']:.4f}")
+    print(f"  evaluation step of a record (intervals)  {record_step:8.2f} s")
+    print(f"  error diagnosis                          {diagnosis:8.2f} s   AP {found['ap']['original']['AP']:.4f}"
+          f" -> {found['ap']['false_negative']['AP']:.4f} corrected")
+    if args.out:
+        write_json_atomic(args.out, {**context, "annotations": str(gt_path), "protocol": proto.name,
+                                     "num_predictions": len(records), "prediction_seed": args.prediction_seed,
+                                     "repeat": args.repeat, "cpu_count": os.cpu_count(), "seconds": figures,
+                                     "ap": found["ap"]}, indent=2)
+    return 0

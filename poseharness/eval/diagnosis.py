@@ -64,7 +64,12 @@ what is corrected between two such evaluations. Sources in brackets: [R: file] c
    mean of the precision array over its entries > −1, as ``summarize`` computes them (−1 = no person).
 
 Corrected keypoints and scores are written into the library's own detection objects and re-evaluated; their
-``area`` (used only for the 'medium' and 'large' ranges) is left as loaded, as coco-analyze does.
+``area`` (used only for the 'medium' and 'large' ranges) is left as loaded, as coco-analyze does. Only what a
+correction changes is evaluated again [D]: a keypoint correction recomputes the OKS matrices of the images
+whose detections moved (``oks.pair_oks``, equal bit for bit to the library's ``computeOks``, in its row and
+column order) and runs the library's ``evaluateImg`` on those images only; the rescoring only reorders the
+rows of every OKS matrix. The library's ``accumulate`` then scores all images. Tested equal, figure for figure,
+to the library's full ``evaluate`` after every correction; ``poseharness bench diagnose`` times it.
 
 Checked once against coco-analyze itself (its ``COCOanalyze`` with the area range set to [0, 1e10], fed the
 best 20 detections per image as its run_analysis.py does), on a 1000-image COCO-format file with noisy
@@ -82,10 +87,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.annotations import crowdpose_area
 from ..errors import HarnessError
 from ..schemas import KeypointSchema, get_schema
 from .evaluate import _scoreable, evaluator_info, load_ground_truth
-from .oks import oks
+from .oks import pair_oks
 from .protocols import Protocol, get_protocol
 from .results import MIN_CONFIDENCE, results_and_source
 from .validate import MAX_DETS, validate_results
@@ -163,6 +169,39 @@ def diagnose(
         return _Diagnosis(proto, schema, Path(gt_path), gt_data, kept).run(order)
 
 
+def localize(
+    results: list[dict] | str | os.PathLike,
+    gt_path: str | os.PathLike,
+    protocol: str,
+    *,
+    schema: KeypointSchema | str | None = None,
+) -> dict:
+    """The per-detection facts behind :func:`diagnose`'s keypoint counts (for drawing them, e.g. the report's
+    gallery): the same validation, the same detections (the best 20 per image), the library's own matching at
+    OKS 0.1 (its ``evaluateImg``) and :func:`keypoint_errors` of every detection matched to a person with keypoints.
+
+    Returns {``records``: the N evaluated records (results order), ``gt_id``: (N,) int64 the annotation id of the
+    matched person (−1: none, or a person without keypoints), ``oks``: (N,) float OKS to it (0 when none),
+    ``category``: (N, K) int8 index into CATEGORIES (−1: not labelled or not diagnosed)}.
+    """
+    proto = get_protocol(protocol)
+    schema = _schema(schema, proto)
+    records, source = results_and_source(results, None)
+    gt_data = load_ground_truth(gt_path, proto)
+    clean = validate_results(records, schema_or_K=proto.schema, gt_image_ids=[im["id"] for im in gt_data["images"]],
+                             source=source, category_ids=[c["id"] for c in gt_data["categories"]])
+    kept = _best_per_image(clean, MAX_DETS)
+    with contextlib.redirect_stdout(io.StringIO()):
+        d = _Diagnosis(proto, schema, Path(gt_path), gt_data, kept)
+        d.lib.evaluate(lambda ids: d._oks_matrices(ids, d.dt_xy))
+        pair_dt, pair_gt, category, _ = d.localize()
+    N, K = d.dt_xy.shape[:2]
+    gt_id, found, cat = np.full(N, -1, np.int64), np.zeros(N), np.full((N, K), -1, np.int8)
+    gt_id[pair_dt], cat[pair_dt] = d.gt_ids[pair_gt], category
+    found[pair_dt] = pair_oks(d.dt_xy[pair_dt], d.gt_kp[pair_gt], d.gt_scale[pair_gt], d.sigmas, d.gt_box[pair_gt])
+    return {"records": kept, "gt_id": gt_id, "oks": found, "category": cat}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The official library, driven
 
@@ -204,10 +243,51 @@ class _Official:
         self.anns = [dt.anns[i + 1] for i in range(len(records))]   # loadRes numbers results 1..N in order
         self.iou_thrs = np.asarray(p.iouThrs, dtype=np.float64)
 
-    def evaluate(self) -> np.ndarray:
-        """``evaluate`` + ``accumulate``; returns the precision (T, R) for area 'all', maxDets 20."""
-        self.ev.evaluate()
+    def evaluate(self, oks_matrices=None) -> np.ndarray:
+        """``evaluate`` + ``accumulate``; returns the precision (T, R) for area 'all', maxDets 20.
+        ``oks_matrices(image_ids)``, when given, stands in for the library's ``computeOks`` (one call for all
+        images, each matrix in the library's row and column order, or [] as the library gives for an image
+        without detections or persons); everything else is the library's ``evaluate``."""
+        p = self.ev.params
+        self.cat, self.area, self.max_det = p.catIds[0], p.areaRng[0], p.maxDets[-1]
+        if oks_matrices is None:
+            self.ev.evaluate()
+        else:
+            computed = {}
+
+            def compute_oks(image_id, category_id):
+                if not computed:      # the first call comes after the library's _prepare: all at once
+                    ids = list(np.unique(p.imgIds))
+                    computed.update(zip(ids, oks_matrices(ids)))
+                return computed[image_id]
+
+            self.ev.computeOks = compute_oks
+            try:
+                self.ev.evaluate()
+            finally:
+                del self.ev.computeOks
+        p = self.ev.params
+        self.position = {img: i for i, img in enumerate(p.imgIds)}      # evalImgs: one category, one area range
         return self.accumulate()
+
+    def detections(self, image_id) -> list[dict]:
+        """The detections of one image in the order of the rows of its OKS matrix (``computeOks``'s: by
+        decreasing score, stable, the best ``maxDets``)."""
+        dts = self.ev._dts[image_id, self.cat]
+        order = np.argsort([-d["score"] for d in dts], kind="mergesort")[:self.max_det]
+        return [dts[i] for i in order]
+
+    def persons(self, image_id) -> list[dict]:
+        """The persons of one image in the order of the columns of its OKS matrix."""
+        return self.ev._gts[image_id, self.cat]
+
+    def rematch(self, image_ids, ious: list[np.ndarray] | None = None) -> None:
+        """The library's ``evaluateImg`` again on ``image_ids``, after their OKS matrices became ``ious``
+        (None: unchanged)."""
+        for k, img in enumerate(image_ids):
+            if ious is not None:
+                self.ev.ious[img, self.cat] = ious[k]
+            self.ev.evalImgs[self.position[img]] = self.ev.evaluateImg(img, self.cat, self.area, self.max_det)
 
     def accumulate(self) -> np.ndarray:
         self.ev.accumulate()
@@ -295,9 +375,11 @@ class _Diagnosis:
         self.gt_ids = np.array([a["id"] for a in anns], dtype=np.int64)
         self.gt_kp = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(G, K, 3)
         self.gt_box = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(G, 4)
-        self.gt_scale = np.array([a["area"] if proto.use_area else 0.53 * a["bbox"][2] * a["bbox"][3]
-                                  for a in anns], dtype=np.float64)          # [R: computeOks of each library]
+        self.gt_scale = (np.array([a["area"] for a in anns], dtype=np.float64) if proto.use_area
+                         else crowdpose_area(self.gt_box))                  # [R: computeOks of each library]
         self.gt_image = np.searchsorted(image_ids, np.array([a["image_id"] for a in anns], dtype=np.int64))
+        self._gt_sorter = np.argsort(self.gt_ids, kind="stable")
+        self.image_ids = image_ids
         N = len(records)
         kp = np.array([r["keypoints"] for r in records], dtype=np.float64).reshape(N, K, 3)
         self.dt_xy, self.dt_conf = kp[:, :, :2], kp[:, :, 2]
@@ -313,18 +395,9 @@ class _Diagnosis:
     def run(self, order: tuple[str, ...]) -> dict:
         lib, thr = self.lib, self.lib.iou_thrs
         T = len(thr)
-        precision = {"original": lib.evaluate()}
+        precision = {"original": lib.evaluate(lambda ids: self._oks_matrices(ids, self.dt_xy))}
         original = self.matched(lib.images(), T)
-        local = self.matched(lib.match_at(LOCALIZATION_OKS), 1)     # reuses the OKS just computed
-
-        # Keypoint errors of the detections matched to a person with keypoints (``num_keypoints`` > 0, as the
-        # dataset counts them), ignored by the protocol or not [R: _find_kpt_errors].
-        with_keypoints = self.proto.schema.count_labelled(self.gt_kp) > 0
-        matched = np.flatnonzero(local.dt_gt[0] >= 0)
-        pair_dt = matched[with_keypoints[local.dt_gt[0, matched]]]
-        pair_gt = local.dt_gt[0, pair_dt]
-        category, _, corrected = keypoint_errors(self.dt_xy[pair_dt], self.gt_kp, self.gt_scale, self.gt_image,
-                                                 pair_gt, self.sigmas, self.schema.flip_index)
+        pair_dt, pair_gt, category, corrected = self.localize()
 
         # Cumulative keypoint corrections, each re-evaluated by the library (skipped when nothing changes).
         xy = self.dt_xy.copy()
@@ -337,7 +410,7 @@ class _Diagnosis:
                 sub[fix[rows]] = corrected[rows][fix[rows]]
                 xy[pair_dt[rows]] = sub
                 lib.set_keypoints(pair_dt[rows], sub, self.dt_conf[pair_dt[rows]])
-                precision[err] = lib.evaluate()
+                precision[err] = self._reevaluate(pair_dt[rows], xy)
             else:
                 precision[err] = precision[stage]
             stage = err
@@ -346,8 +419,7 @@ class _Diagnosis:
         keep_gt = ~original.gt_ignored
         rec_members = _members(self.dt_image, self.n_images)
         opt = optimal_scores(xy, rec_members, self._max_oks(xy, keep_gt), self.sigmas)
-        lib.set_scores(opt)
-        precision["score"] = lib.evaluate()
+        precision["score"] = self._rescore(opt)
 
         # Background false positives, then false negatives, ignored threshold by threshold.
         images = lib.images()
@@ -377,6 +449,64 @@ class _Diagnosis:
             "gain": gain,
         }
 
+    def localize(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """After the first evaluation: the detections the library matches at OKS 0.1 to a person with keypoints
+        (``num_keypoints`` > 0, as the dataset counts them), ignored by the protocol or not [R: _find_kpt_errors],
+        and their keypoint errors. Returns (pair_dt (P,), pair_gt (P,), category (P, K), corrected (P, K, 2))."""
+        local = self.matched(self.lib.match_at(LOCALIZATION_OKS), 1)     # reuses the OKS just computed
+        with_keypoints = self.proto.schema.count_labelled(self.gt_kp) > 0
+        matched = np.flatnonzero(local.dt_gt[0] >= 0)
+        pair_dt = matched[with_keypoints[local.dt_gt[0, matched]]]
+        pair_gt = local.dt_gt[0, pair_dt]
+        category, _, corrected = keypoint_errors(self.dt_xy[pair_dt], self.gt_kp, self.gt_scale, self.gt_image,
+                                                 pair_gt, self.sigmas, self.schema.flip_index)
+        return pair_dt, pair_gt, category, corrected
+
+    def _reevaluate(self, rows: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        """The precision after the detections ``rows`` moved to ``xy[rows]``: only their images are evaluated
+        again, each with its OKS matrix recomputed (:func:`oks.pair_oks`, equal bit for bit to the library's
+        ``computeOks``, tested) in the library's row and column order, then the library's ``evaluateImg``; the
+        library's ``accumulate`` over all images. Equal to a full ``evaluate`` + ``accumulate`` (tested)."""
+        lib = self.lib
+        images = [img for img in np.unique(self.image_ids[self.dt_image[rows]]).tolist() if lib.persons(img)]
+        lib.rematch(images, self._oks_matrices(images, xy))
+        return lib.accumulate()
+
+    def _oks_matrices(self, image_ids: list, xy: np.ndarray) -> list:
+        """Per image, the OKS of its detections (keypoints ``xy`` (N, K, 2)) with its persons, in the library's
+        row and column order: ``computeOks``'s result, bit for bit (:func:`oks.pair_oks`, tested); [] for an
+        image without detections or persons, as the library returns. All images' pairs in one computation."""
+        lib = self.lib
+        dt_rows = [np.array([d["id"] - 1 for d in lib.detections(img)], np.int64) for img in image_ids]
+        gt_rows = [self._gt_index([g["id"] for g in lib.persons(img)]) for img in image_ids]
+        d = np.concatenate([np.repeat(a, len(b)) for a, b in zip(dt_rows, gt_rows)] + [np.zeros(0, np.int64)])
+        g = np.concatenate([np.tile(b, len(a)) for a, b in zip(dt_rows, gt_rows)] + [np.zeros(0, np.int64)])
+        values = pair_oks(xy[d], self.gt_kp[g], self.gt_scale[g], self.sigmas, self.gt_box[g])
+        ends = np.cumsum([len(a) * len(b) for a, b in zip(dt_rows, gt_rows)])
+        return [v.reshape(len(a), len(b)) if len(v) else [] for v, a, b in
+                zip(np.split(values, ends[:-1]), dt_rows, gt_rows)]
+
+    def _rescore(self, scores: np.ndarray) -> np.ndarray:
+        """The precision after every detection's score became ``scores``: the OKS matrices are only reordered
+        (their rows follow the scores), then the library's ``evaluateImg`` on every image with detections."""
+        lib = self.lib
+        images = [img for img in self.image_ids.tolist() if lib.ev._dts[img, lib.cat]]
+        before = [np.array([d["id"] for d in lib.detections(img)]) for img in images]
+        lib.set_scores(scores)
+        ious = []
+        for img, old in zip(images, before):
+            matrix = lib.ev.ious[img, lib.cat]
+            if len(matrix):
+                new = np.array([d["id"] for d in lib.detections(img)])
+                matrix = matrix[np.argsort(old)[np.searchsorted(old, new, sorter=np.argsort(old))]]
+            ious.append(matrix)
+        lib.rematch(images, ious)
+        return lib.accumulate()
+
+    def _gt_index(self, ids) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        return self._gt_sorter[np.searchsorted(self.gt_ids, ids, sorter=self._gt_sorter)]
+
     def _max_oks(self, xy: np.ndarray, keep_gt: np.ndarray) -> np.ndarray:
         """(N,) each detection's best OKS with a kept person of its image; 0 when there is none."""
         members = _members(self.dt_image, self.n_images)
@@ -389,14 +519,15 @@ class _Diagnosis:
 
     def _oks_table(self, xy: np.ndarray, dt_members: np.ndarray, keep_gt: np.ndarray) -> np.ndarray:
         """(I, Wd, Wg) OKS of each image's detections (``dt_members``) with its kept persons, NaN padded.
-        The project's one OKS (``oks.oks``, equal to pycocotools' computeOks), image by image."""
+        The project's one OKS (``oks.pair_oks``, equal to the library's computeOks), all pairs at once."""
         kept = np.flatnonzero(keep_gt)
         gt_members = _members(self.gt_image[kept], self.n_images)
         gt_members = np.where(gt_members >= 0, kept[np.maximum(gt_members, 0)], -1)
         table = np.full(dt_members.shape + gt_members.shape[1:], np.nan)
-        for i in np.flatnonzero((dt_members[:, 0] >= 0) & (gt_members[:, 0] >= 0)):
-            d, g = dt_members[i][dt_members[i] >= 0], gt_members[i][gt_members[i] >= 0]
-            table[i, :len(d), :len(g)] = oks(xy[d], self.gt_kp[g], self.gt_scale[g], self.sigmas, self.gt_box[g])
+        valid = (dt_members[:, :, None] >= 0) & (gt_members[:, None, :] >= 0)
+        i, a, b = np.nonzero(valid)
+        d, g = dt_members[i, a], gt_members[i, b]
+        table[valid] = pair_oks(xy[d], self.gt_kp[g], self.gt_scale[g], self.sigmas, self.gt_box[g])
         return table
 
     def _counts(self, original: _Matched, category: np.ndarray, pair_gt: np.ndarray, keep_gt: np.ndarray) -> dict:

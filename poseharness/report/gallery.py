@@ -1,10 +1,10 @@
 """Per-record gallery pages: the images with the largest errors, the prediction drawn over the ground truth.
 
 For a record whose ``diagnosis`` names its ``sources`` (the annotation file and image folder of the split, written
-by ``pipeline.finish``), :func:`worst_images` pairs each image's detections (best 20 by score, as the evaluator)
-greedily by score with the unpaired person of highest OKS >= 0.1 (the library's greedy rule at the diagnosis's
-localisation threshold; a display pairing, the counts of the table stay the official ones) and classifies every
-keypoint with ``eval.diagnosis.keypoint_errors`` (good / jitter / inversion / swap / miss). An image's error
+by ``pipeline.finish``), :func:`worst_images` takes the diagnosis's own per-detection facts
+(``eval.diagnosis.localize``: the best 20 detections per image, each paired with the person the official
+library's matching gives it at OKS 0.1, every keypoint good / jitter / inversion / swap / miss), so a picture
+shows exactly what the table counts. An image's error
 weight: its miss + swap + inversion keypoints plus the labelled keypoints of its persons with no detection; the
 ``count`` heaviest are drawn (:func:`draw_image`, over the split's image when the file exists, else a blank
 canvas of its size): ground truth as hollow grey circles and skeleton, predicted keypoints filled in their
@@ -23,8 +23,6 @@ import numpy as np
 CATEGORY_COLORS = {"good": "#2ca02c", "jitter": "#e07b00", "inversion": "#d4a017", "swap": "#8e44ad",
                    "miss": "#c0392b"}
 CATEGORIES = tuple(CATEGORY_COLORS)
-LOCALIZATION_OKS = 0.1
-MAX_DETS = 20
 
 
 @dataclass
@@ -47,30 +45,16 @@ class ImageErrors:
         return {c: int((self.category == i).sum()) for i, c in enumerate(CATEGORIES)}
 
 
-def _image_errors(image: dict, anns: list[dict], dets: list[dict], proto, schema) -> ImageErrors:
-    from ..eval.diagnosis import keypoint_errors
-    from ..eval.oks import oks
-
-    K = proto.num_keypoints
+def _image_errors(image: dict, anns: list[dict], dets: list[int], found: dict, K: int) -> ImageErrors:
+    """One image's errors from :func:`eval.diagnosis.localize`'s ``found``: ``anns`` its persons (not crowd
+    regions), ``dets`` the rows of ``found`` that are its detections."""
     gt = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, K, 3)
-    scale = np.array([a["area"] if proto.use_area else 0.53 * a["bbox"][2] * a["bbox"][3] for a in anns])
-    boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-    dets = sorted(dets, key=lambda d: -d["score"])[:MAX_DETS]
-    dt = np.array([d["keypoints"] for d in dets], dtype=np.float64).reshape(-1, K, 3)
-    pair, best = np.full(len(dt), -1), np.zeros(len(dt))
-    if len(dt) and len(gt):
-        table = oks(dt, gt, scale, proto.schema.sigmas_array, boxes)
-        free = np.ones(len(gt), bool)
-        for d in range(len(dt)):
-            cand = np.where(free, table[d], -1.0)
-            g = int(np.argmax(cand))
-            if cand[g] >= LOCALIZATION_OKS:
-                pair[d], best[d], free[g] = g, cand[g], False
-    category = np.full((len(dt), K), -1, np.int8)
-    paired = np.flatnonzero(pair >= 0)
-    if paired.size:
-        category[paired], _, _ = keypoint_errors(dt[paired, :, :2], gt, scale, np.zeros(len(gt), np.int64),
-                                                 pair[paired], proto.schema.sigmas_array, schema.flip_index)
+    rows = sorted(dets, key=lambda r: -found["records"][r]["score"])          # best first (stable)
+    dt = np.array([found["records"][r]["keypoints"] for r in rows], dtype=np.float64).reshape(-1, K, 3)
+    index = {a["id"]: g for g, a in enumerate(anns)}
+    pair = np.array([index.get(int(found["gt_id"][r]), -1) for r in rows], dtype=np.int64)
+    category = found["category"][rows] if rows else np.zeros((0, K), np.int8)
+    best = np.where(pair >= 0, found["oks"][rows], 0.0) if rows else np.zeros(0)
     labelled = (gt[:, :, 2] > 0).sum(axis=1)
     missed = sum(int(labelled[g]) for g in range(len(gt)) if g not in set(pair.tolist()))
     weight = int(np.isin(category, [CATEGORIES.index(c) for c in ("miss", "swap", "inversion")]).sum()) + missed
@@ -83,24 +67,23 @@ def worst_images(predictions: str | Path, annotations: str | Path, protocol: str
                  count: int = 6) -> list[ImageErrors]:
     """The ``count`` images of ``annotations`` with the largest error weight under ``predictions`` (a results
     JSON file), heaviest first (ties: lower image id); images with no error are left out."""
+    from ..eval.diagnosis import localize
     from ..eval.protocols import get_protocol
-    from ..schemas import get_schema
 
     proto = get_protocol(protocol)
-    schema_ = get_schema(schema) if schema else proto.schema
+    found = localize(predictions, annotations, protocol, schema=schema)
     gt = json.loads(Path(annotations).read_text())
-    results = json.loads(Path(predictions).read_text())
     anns: dict[int, list] = {}
     for a in gt["annotations"]:
         if not a.get("iscrowd", 0):
             anns.setdefault(a["image_id"], []).append(a)
     dets: dict[int, list] = {}
-    for r in results:
-        dets.setdefault(r["image_id"], []).append(r)
-    found = [_image_errors(im, anns.get(im["id"], []), dets.get(im["id"], []), proto, schema_)
-             for im in gt["images"]]
-    found = [e for e in found if e.weight > 0]
-    return sorted(found, key=lambda e: (-e.weight, e.image_id))[:count]
+    for r, record in enumerate(found["records"]):
+        dets.setdefault(record["image_id"], []).append(r)
+    errors = [_image_errors(im, anns.get(im["id"], []), dets.get(im["id"], []), found, proto.num_keypoints)
+              for im in gt["images"]]
+    errors = [e for e in errors if e.weight > 0]
+    return sorted(errors, key=lambda e: (-e.weight, e.image_id))[:count]
 
 
 def draw_image(errors: ImageErrors, image_dir: str | Path | None, skeleton, title: str):
@@ -225,8 +208,8 @@ def _one_gallery(view, block, d, row, root: Path, folder: Path, count: int, file
         items.append((e, f"gallery/{name}.png"))
     note = (f"{view.method} {view.table.name}, {d.label}, {block.dataset} {block.split} scale {block.scale}, "
             f"seed {int(row['seed'])}: the {len(items)} images with the most miss / swap / inversion keypoints and "
-            "missed persons (detections paired greedily by score with their best-OKS person, OKS >= 0.1; the "
-            "table's counts are the official matching's).")
+            "missed persons (each detection paired with its person by the official matching at OKS 0.1, as the "
+            "diagnosis counts them).")
     files.append(write_text_atomic(folder / f"{stem}.html", gallery_page(
         f"{view.method} {view.table.name}: {d.label} — largest errors", f"{view.table.name}.html", items, note)))
     return f"{stem}.html"
