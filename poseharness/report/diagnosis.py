@@ -186,7 +186,7 @@ def diagnosis_markdown(blocks: list[BlockDiagnosis], figure: str | None, galleri
                 *(COUNT_LABELS[c] for c in INSTANCE_COUNTS)]
         out += ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
         for d in block.variants:
-            cells = [d.label, ", ".join(map(str, d.seeds)), f"{d.original:.1f}",
+            cells = [d.label, str(len(d.seeds)), f"{d.original:.1f}",        # a count, as the main table's
                      *(_gain_text(d.gains.get(s)) for s in DIAG_STAGES), f"{d.original + d.total_gain:.1f}",
                      *(str(d.counts.get(c, "—")) for c in INSTANCE_COUNTS)]
             out.append("| " + " | ".join(cells) + " |")
