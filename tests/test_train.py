@@ -352,3 +352,13 @@ def test_keep_every_keeps_snapshots_that_bench_curve_scores(env, capsys):
     with pytest.raises(HarnessError, match="--keep-every must be a positive integer"):
         train(resolve_method(TOY), "base", load_manifest("synthetic-coco"), "tiny", size="tiny", steps=5,
               keep_every=0, out=env / "zero", progress=False, device="cpu")
+
+
+def test_bench_train_takes_a_methods_hooks(env):
+    """A method with its own ``collate`` and ``train_step`` (the recurrent one: per-image person maps of varying
+    length) is benched through them, its ``init: freeze`` parameters frozen (the AE's)."""
+    from poseharness.bench.train import bench_scale
+
+    row = bench_scale("rnn_assoc", "learned", "crops", "synthetic-coco", size="tiny", data_seed=None, steps=1,
+                      batch=2, device="cpu", amp=False, infer_batch=1, infer_iters=1)
+    assert row["batch"] == 2 and row["train_input"] == 128 and row["steps_per_s"] > 0 and row["loss"] > 0

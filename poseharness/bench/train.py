@@ -2,8 +2,10 @@
 
 For each scale, a fresh process (so its peak memory is that setting's alone) builds the model of the resolved
 training config, encodes one batch from the dataset's train split with the loader's augmentation and the method's
-``encode`` (timed: data images/s of one process), then times optimiser steps on that batch with the trainer's own
-:func:`poseharness.train.train_step` (forward, loss, backward, Adam; AMP on CUDA), and the model alone at inference
+``encode`` (timed: data images/s of one process) and collates it as the trainer does (the method's ``collate`` hook
+if it has one), then times optimiser steps on that batch with the trainer's own step (the method's ``train_step``
+hook if it has one, else :func:`poseharness.train.train_step`: forward, loss, backward, Adam; AMP on CUDA; the
+parameters a training's ``init: freeze`` names frozen, from fresh weights), and the model alone at inference
 (eval mode, ``inference_mode``, the scale's inference input). Peak memory: on CUDA
 ``torch.cuda.max_memory_allocated`` for training and for inference; on the CPU the process's maximum resident set
 size (``resource.getrusage``), which covers the whole setting.
@@ -46,6 +48,22 @@ class BenchRow:
     loss: float
 
 
+def _step(model, module, hooks, data: dict, cfg: dict, objects, use_amp: bool, grad_clip, dev: torch.device):
+    """One optimiser step as the trainer takes it: the method's ``train_step`` hook, else the default step."""
+    from ..train import optimizer_step, train_step
+
+    def step() -> torch.Tensor:
+        if hooks.step is None:
+            return train_step(model, module, data, cfg, objects.optimizer, objects.scheduler, objects.scaler,
+                              use_amp, grad_clip)[2]
+        with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
+            _, terms = hooks.step(model, data, cfg, progress=0.0)
+        loss = sum(v.float() for v in terms.values())
+        optimizer_step(loss, objects, grad_clip)
+        return loss
+    return step
+
+
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -59,7 +77,9 @@ def bench_scale(method: str, training: str, scale: str, dataset: str, *, size: s
     from ..contract import MethodEncoder, method_module, resolve_manifest, resolve_method, view_of
     from ..data.loader import PoseDataset, collate
     from ..device import Distributed, pick_device
-    from ..train import LRSchedule, to_device, train_step
+    from .. import checkpoint as ckpt
+    from ..methods import init_entry
+    from ..train import LRSchedule, MethodHooks, freeze, to_device
 
     spec = resolve_method(method)
     module = method_module(spec)
@@ -78,21 +98,27 @@ def bench_scale(method: str, training: str, scale: str, dataset: str, *, size: s
     t0 = time.perf_counter()
     items = [ds[i % len(ds)] for i in range(batch)]
     data_rate = batch / (time.perf_counter() - t0)
-    data = to_device(collate(items), dev)
+    hooks = MethodHooks.of(spec, module)
+    data = to_device(hooks.collate(items), dev, nested=hooks.collate is not collate)
 
     torch.manual_seed(0)
     model = module.build_model(cfg).to(dev).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    init = init_entry(spec, training)
+    frozen = freeze(model, tuple(init["freeze"]), f"{spec.source}: field trainings.{training}.init.freeze") \
+        if init else set()
+    optimizer = torch.optim.Adam([p for n, p in model.named_parameters() if n not in frozen], lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule(settings, warmup + steps))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    step = _step(model, module, hooks, data, cfg, ckpt.TrainingObjects(model, optimizer, scheduler, scaler),
+                 use_amp, settings.grad_clip, dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     for _ in range(warmup):
-        train_step(model, module, data, cfg, optimizer, scheduler, scaler, use_amp, settings.grad_clip)
+        step()
     _sync(dev)
     t0 = time.perf_counter()
     for _ in range(steps):
-        _, _, loss = train_step(model, module, data, cfg, optimizer, scheduler, scaler, use_amp, settings.grad_clip)
+        loss = step()
     _sync(dev)
     train_s = time.perf_counter() - t0
     peak_train = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
