@@ -174,6 +174,46 @@ def test_oracle_one_person_per_step_against_shared_maps(synthetic):
     assert m["steps"]["AP"] >= 0.95 and m["steps"]["AP"] >= m["ae_plain"]["AP"]
 
 
+def test_oracle_multi_scale_rows(synthetic):
+    """The multi-scale rows through the core's test-time views: with ground-truth steps nothing is missing, so the
+    recurrent row equals its single-scale figure; AE's row groups and refines on the fused perfect maps."""
+    rows = run_oracle(load_method("rnn_assoc"), load_manifest("synthetic-ochuman"), "val",
+                      ["steps", "multi", "ae_multi"], "tiny", size="tiny", progress=False, write=False)
+    m = {r["variant"]: r["metrics"] for r in rows}
+    assert m["multi"]["AP"] == m["steps"]["AP"] and m["ae_multi"]["AP"] >= 0.9
+
+
+def test_fill_from_ae_takes_the_joint_with_the_persons_tag():
+    """A person found by the steps but for its last joint: AE's refinement fills it at the peak whose tag is the
+    person's (weaker, 0.6) rather than the stronger peak of another person (1.0, tag 5 away); found joints stay."""
+    module = method_module(resolve_method("rnn_assoc"))
+    J, h, w, stride = 4, 16, 16, 4
+    heat, tags = np.zeros((J, h, w)), np.zeros((J, h, w))
+    mine = [(2, 3), (4, 5), (6, 7), (8, 9)]           # (u, v) cells of the person's joints
+    for j, (u, v) in enumerate(mine):
+        heat[j, v, u], tags[j, v, u] = 0.9, 1.0
+    heat[3, 9, 8] = 0.6                                 # its last joint, weak
+    heat[3, 12, 12], tags[3, 12, 12] = 1.0, 6.0         # another person's last joint, strong
+    poses = np.zeros((1, J, 3))
+    for j, (u, v) in enumerate(mine[:3]):
+        poses[0, j] = [u * stride + stride / 2 - 0.5, v * stride + stride / 2 - 0.5, 0.9]
+    out = module.fill_from_ae(poses, torch.as_tensor(heat), torch.as_tensor(tags), stride)
+    assert np.array_equal(out[0, :3], poses[0, :3])
+    x, y = 8 * stride + stride / 2 - 0.5, 9 * stride + stride / 2 - 0.5
+    assert out[0, 3, 2] == pytest.approx(0.6) and abs(out[0, 3, 0] - x) <= stride / 4 and abs(out[0, 3, 1] - y) <= stride / 4
+    assert module.fill_from_ae(np.zeros((0, J, 3)), heat, tags, stride).shape == (0, J, 3)
+
+
+def test_multi_scale_reads_the_steps_at_scale_one():
+    from poseharness.errors import HarnessError
+
+    module = method_module(resolve_method("rnn_assoc"))
+    cfg = _cfg("multi")
+    cfg["decode"]["tta"] = {"scales": [2.0, 1.0, 0.5]}
+    with pytest.raises(HarnessError, match="must start with 1.0"):
+        module.merge_views([{}, {}, {}], [None, None, None], cfg)
+
+
 def test_training_items_carry_only_what_the_loss_reads():
     """encode gives the loss's person maps only; the oracle's outputs (steps, stop, AE's heatmaps and perfect tags)
     come from oracle_outputs, and the core's oracle reads them from there."""

@@ -13,10 +13,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from poseharness.contract import method_module, resolve_method
+from poseharness.codecs.top_down import cells_to_input
+from poseharness.contract import method_module, method_submodule, resolve_method
 from poseharness.data.loader import collate as default_collate
 from poseharness.data.sample import Sample
+from poseharness.errors import HarnessError
 from poseharness.schemas import get_schema
+from poseharness.views import TestTimeViews, View
 
 from .model import build_model  # noqa: F401  (the method contract: network)
 from .representation import decode_steps, person_maps, stop_targets
@@ -41,7 +44,7 @@ def ae_config(cfg: dict) -> dict:
     out = {"schema": cfg["schema"], "encoding": {"stride": enc["stride"], "sigma": enc["sigma"],
                                                  "max_people": enc["max_people"]}}
     if "decode" in cfg:
-        out["decode"] = {**cfg["decode"]["ae"], "flip": cfg["decode"]["flip"]}
+        out["decode"] = {**cfg["decode"]["ae"], "flip": cfg["decode"]["flip"], "tta": cfg["decode"].get("tta")}
     return out
 
 
@@ -88,8 +91,40 @@ def decode(outputs: dict[str, torch.Tensor], cfg: dict) -> tuple[np.ndarray, np.
     if dec["decoder"] == "ae":
         return _ae().decode(outputs, ae_config(cfg))
     steps = torch.as_tensor(outputs["steps"]).transpose(0, 1)          # (J, T, h, w) -> (T, J, h, w)
-    return decode_steps(steps, outputs["stop"], int(cfg["encoding"]["stride"]), float(dec["tau"]),
-                        float(dec["omega"]), refine=str(dec["refine"]))
+    stride = int(cfg["encoding"]["stride"])
+    poses, scores = decode_steps(steps, outputs["stop"], stride, float(dec["tau"]), float(dec["omega"]),
+                                 refine=str(dec["refine"]))
+    if dec["fill"] == "ae":
+        poses = fill_from_ae(poses, outputs["heatmaps"], outputs["tags"], stride)
+    return poses, scores
+
+
+def fill_from_ae(poses: np.ndarray, heatmaps, tags, stride: int) -> np.ndarray:
+    """AE's single-person refinement of the paper's multi-scale rows [P §4: "we apply the same procedure"; AE's
+    step 5, ``methods/ae/grouping.refine``]: each person's joints that the steps left empty (score 0) are filled
+    from AE's heatmaps where the tag is closest to the person's mean tag (the mean of the tags at its found joints).
+
+    poses:    (N, J, 3) ``[x, y, score]`` in input pixels, score 0 = missing
+    heatmaps: (J, h, w) and tags (J·D, h, w): AE's, on the grid of the steps (``stride`` input pixels per cell)
+    Returns the poses with the filled joints (input pixels, their heatmap value as score); found joints unchanged."""
+    if len(poses) == 0:
+        return poses
+    hm = torch.as_tensor(heatmaps).float().numpy().astype(np.float64)
+    tg = torch.as_tensor(tags).float().numpy().astype(np.float64)
+    J, h, w = hm.shape
+    found = poses[..., 2] > 0
+    cells = (poses[..., :2] - (stride / 2.0 - 0.5)) / stride
+    u = np.clip(np.round(cells[..., 0]), 0, w - 1).astype(int)
+    v = np.clip(np.round(cells[..., 1]), 0, h - 1).astype(int)
+    at = tg.reshape(-1, J, h, w)[:, np.arange(J), v, u]                      # (D, N, J): the tags at the joints
+    means = (at * found).sum(axis=2).T / np.maximum(found.sum(axis=1), 1)[:, None]     # (N, D)
+    joints = np.concatenate([cells, poses[..., 2:]], axis=-1)
+    filled = method_submodule(resolve_method("ae"), "grouping").refine(hm, tg, joints, means)
+    new = ~found & (filled[..., 2] > 0)
+    out = poses.copy()
+    out[new, :2] = cells_to_input(torch.as_tensor(filled[new, :2]), stride).numpy()
+    out[new, 2] = filled[new, 2]
+    return out
 
 
 def merge_flip(outputs: dict, flipped_outputs: dict, cfg: dict) -> dict:
@@ -97,6 +132,18 @@ def merge_flip(outputs: dict, flipped_outputs: dict, cfg: dict) -> dict:
     mirror hold their persons in different orders and do not pair up, so ``steps`` and ``stop`` stay the image's
     own (the recurrent decoder is unchanged by the flip test)."""
     return {**outputs, **_ae().merge_flip(outputs, flipped_outputs, ae_config(cfg))}
+
+
+def merge_views(outputs: list[dict], views: list[View], cfg: dict) -> tuple[dict, View]:
+    """The multi-scale test of the multi-scale rows [P §4: "we feed-forward the image using multiple scales in AE
+    and average the output confidence maps for the single-person refinement"]: AE's merge of the heatmaps and tags
+    over ``decode.tta.scales`` (methods/ae ``merge_views``) on the first view's grid, which must be the unscaled
+    view: its ``steps`` and ``stop`` are the recurrent decoder's (the persons of different scales do not pair up)."""
+    scales = TestTimeViews.from_decode(cfg["decode"]).scales
+    if not scales or abs(scales[0] - 1.0) > 1e-9:
+        raise HarnessError(f"method rnn_assoc: decode.tta.scales must start with 1.0 (the steps are read at the "
+                           f"unscaled view), got {list(scales)}")
+    return _ae().merge_views(outputs, views, ae_config(cfg))
 
 
 def loss(outputs: dict, batch: dict, cfg: dict) -> dict[str, torch.Tensor]:
