@@ -246,3 +246,16 @@ def test_text_experiments_resolve_to_their_settings():
     assert train_settings(spec, "asgd8", "tiny").max_persons == 8 and cfg("asgd8")["unroll"]["chunk"] == 4
     assert train_settings(spec, "base", "tiny").max_persons is None and cfg("stop8")["unroll"]["max_steps"] == 8
     assert cfg("omega01")["unroll"]["omega"] == cfg("omega01")["decode"]["omega"] == 0.1
+
+
+def test_widths_never_end_below_the_joints():
+    """The 1x1 output conv needs J channels to place J joints: LSTM2's halving stops at J (Table 7's four layers
+    at tiny: 32, 17, 17, 17), and LSTM1 widths ending below J are an error naming the setting."""
+    from poseharness.errors import HarnessError
+
+    cfg = _cfg("l4_learned")
+    net = model_mod.build_model(cfg)
+    assert [c.hidden for c in net.lstm2.cells] == [32, 17, 17, 17] and net.lstm2.out.in_channels == 17
+    cfg["model"]["hidden"] = [32, 16, 8]
+    with pytest.raises(HarnessError, match="model.hidden"):
+        model_mod.build_model(cfg)

@@ -15,7 +15,11 @@
   image and person, so inference is deterministic and independent of the batch [D].
 - LSTM2 (optional, ``lstm2.layers`` > 0; Table 7's "size" read as its layer count [D]): stacked ConvLSTM layers
   over LSTM1's persons in a chosen order, reading concat(F, the person's maps), giving refined maps (``order``:
-  learned / random / confidence / inverse / canonical, :func:`orders`).
+  learned / random / confidence / inverse / canonical, :func:`orders`); widths halving from ``lstm2.hidden``.
+- Widths never end below J [D]: the 1×1 output conv makes the J maps of a person from the last layer's channels,
+  and c channels span at most c spatial patterns, so with fewer than J some joints cannot be placed (measured at
+  tiny: LSTM1 16/8/4 and LSTM2 16/8 both placed no joint, AP50 ≈ 0). LSTM2's halving is floored at J; LSTM1's
+  explicit widths must end at J or more (an error naming the setting otherwise).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from poseharness.contract import method_submodule, resolve_method
+from poseharness.errors import HarnessError
 from poseharness.schemas import get_schema
 
 #: The feedback of a person's first pass: U[0, NOISE] maps [P].
@@ -115,7 +120,7 @@ class LSTM2(nn.Module):
 
     def __init__(self, feat_channels: int, joints: int, hidden: int, layers: int):
         super().__init__()
-        widths = [max(hidden // 2 ** i, 1) for i in range(layers)]
+        widths = [max(hidden // 2 ** i, joints) for i in range(layers)]       # floored at J (module doc)
         self.cells = nn.ModuleList([ConvLSTMCell(cin, h) for cin, h in
                                     zip([feat_channels + joints] + widths[:-1], widths)])
         self.out = nn.Conv2d(widths[-1], joints, 1)
@@ -171,6 +176,9 @@ class RecurrentPose(nn.Module):
         feat_channels = 2 * joints * int(m["ae"]["stacks"])
         self.joints = joints
         self.norm = RunningNorm(feat_channels) if m["normalise"] == "running" else nn.Identity()
+        if int(m["hidden"][-1]) < joints:
+            raise HarnessError(f"method rnn_assoc: field model.hidden: LSTM1's last width {m['hidden'][-1]} is below "
+                               f"the {joints} joints its 1x1 output conv must place (got {list(m['hidden'])})")
         self.lstm1 = LSTM1(feat_channels, joints, list(m["hidden"]))
         lstm2 = m["lstm2"]
         self.lstm2 = (LSTM2(feat_channels, joints, int(lstm2["hidden"]), int(lstm2["layers"])) if lstm2["layers"]
