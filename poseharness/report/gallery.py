@@ -110,13 +110,15 @@ def draw_image(errors: ImageErrors, image_dir: str | Path | None, skeleton, titl
                 ax.plot(person[[a, b], 0], person[[a, b], 1], color="#9aa0a6", linewidth=1)
         ax.scatter(person[on, 0], person[on, 1], s=22, facecolors="none", edgecolors="#555555", linewidths=1)
     for d, pose in enumerate(errors.dt):
+        given = pose[:, 2] > 0                        # joints the prediction gives (0: none, often at 0, 0)
         if errors.pair[d] < 0:
-            ax.scatter(pose[:, 0], pose[:, 1], s=14, marker="x", color="#8d9096", linewidths=0.8)
+            ax.scatter(pose[given, 0], pose[given, 1], s=14, marker="x", color="#8d9096", linewidths=0.8)
             continue
         for i, cat in enumerate(CATEGORIES):
             sel = errors.category[d] == i
             ax.scatter(pose[sel, 0], pose[sel, 1], s=16, color=CATEGORY_COLORS[cat], zorder=3)
-        x, y = pose[:, 0].max(), pose[:, 1].min()
+        placed = pose[errors.category[d] >= 0] if (errors.category[d] >= 0).any() else pose
+        x, y = placed[:, 0].max(), placed[:, 1].min()         # the label beside the person, not at a (0, 0) joint
         ax.annotate(f"OKS {errors.oks[d]:.2f}", (x, y), xytext=(4, 0), textcoords="offset points", fontsize=7,
                     bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
     ax.set_xlim(0, w)
