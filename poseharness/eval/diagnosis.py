@@ -152,21 +152,11 @@ def diagnose(
 
     Raises HarnessError for bad input (the evaluator's checks: file, record and problem named).
     """
-    proto = get_protocol(protocol)
-    schema = _schema(schema, proto)
     order = tuple(order)
     if sorted(order) != sorted(KEYPOINT_ERRORS):
         raise HarnessError(f"order must be a permutation of {', '.join(KEYPOINT_ERRORS)}; got {order!r}")
-    records, source = results_and_source(results, results_name)
-    gt_data = load_ground_truth(gt_path, proto)
-    if len(gt_data["categories"]) != 1:
-        raise HarnessError(f"{gt_path}: the diagnosis handles one category, the file has "
-                           f"{len(gt_data['categories'])}")
-    clean = validate_results(records, schema_or_K=proto.schema, gt_image_ids=[im["id"] for im in gt_data["images"]],
-                             source=source, category_ids=[c["id"] for c in gt_data["categories"]])
-    kept = _best_per_image(clean, MAX_DETS)
     with contextlib.redirect_stdout(io.StringIO()):
-        return _Diagnosis(proto, schema, Path(gt_path), gt_data, kept).run(order)
+        return _diagnosis(results, gt_path, protocol, schema, results_name).run(order)
 
 
 def localize(
@@ -184,22 +174,30 @@ def localize(
     matched person (−1: none, or a person without keypoints), ``oks``: (N,) float OKS to it (0 when none),
     ``category``: (N, K) int8 index into CATEGORIES (−1: not labelled or not diagnosed)}.
     """
-    proto = get_protocol(protocol)
-    schema = _schema(schema, proto)
-    records, source = results_and_source(results, None)
-    gt_data = load_ground_truth(gt_path, proto)
-    clean = validate_results(records, schema_or_K=proto.schema, gt_image_ids=[im["id"] for im in gt_data["images"]],
-                             source=source, category_ids=[c["id"] for c in gt_data["categories"]])
-    kept = _best_per_image(clean, MAX_DETS)
     with contextlib.redirect_stdout(io.StringIO()):
-        d = _Diagnosis(proto, schema, Path(gt_path), gt_data, kept)
+        d = _diagnosis(results, gt_path, protocol, schema, None)
         d.lib.evaluate(lambda ids: d._oks_matrices(ids, d.dt_xy))
         pair_dt, pair_gt, category, _ = d.localize()
     N, K = d.dt_xy.shape[:2]
     gt_id, found, cat = np.full(N, -1, np.int64), np.zeros(N), np.full((N, K), -1, np.int8)
     gt_id[pair_dt], cat[pair_dt] = d.gt_ids[pair_gt], category
     found[pair_dt] = pair_oks(d.dt_xy[pair_dt], d.gt_kp[pair_gt], d.gt_scale[pair_gt], d.sigmas, d.gt_box[pair_gt])
-    return {"records": kept, "gt_id": gt_id, "oks": found, "category": cat}
+    return {"records": d.records, "gt_id": gt_id, "oks": found, "category": cat}
+
+
+def _diagnosis(results, gt_path, protocol: str, schema, results_name: str | None) -> "_Diagnosis":
+    """The checked inputs of :func:`diagnose` and :func:`localize`: the results validated as the evaluator does,
+    the best ``MAX_DETS`` per image kept, the annotation file of one category; the library loaded on them."""
+    proto = get_protocol(protocol)
+    schema = _schema(schema, proto)
+    records, source = results_and_source(results, results_name)
+    gt_data = load_ground_truth(gt_path, proto)
+    if len(gt_data["categories"]) != 1:
+        raise HarnessError(f"{gt_path}: the diagnosis handles one category, the file has "
+                           f"{len(gt_data['categories'])}")
+    clean = validate_results(records, schema_or_K=proto.schema, gt_image_ids=[im["id"] for im in gt_data["images"]],
+                             source=source, category_ids=[c["id"] for c in gt_data["categories"]])
+    return _Diagnosis(proto, schema, Path(gt_path), gt_data, _best_per_image(clean, MAX_DETS))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -387,6 +385,7 @@ class _Diagnosis:
             self.dt_conf = np.where((self.dt_conf > 0).any(axis=1, keepdims=True), self.dt_conf, MIN_CONFIDENCE)
         self.dt_score = np.array([r["score"] for r in records], dtype=np.float64)
         self.dt_image = np.searchsorted(image_ids, np.array([r["image_id"] for r in records], dtype=np.int64))
+        self.records = records                          # the evaluated ones, as given
         self.lib = _Official(proto, gt_path, gt_data, records)
 
     def matched(self, images: list[dict], T: int) -> _Matched:
